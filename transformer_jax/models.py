@@ -1,0 +1,423 @@
+"""The three Transformer architectures, wired from one set of modules.
+
+* `EncoderOnly` (BERT): bidirectional stack; MLM logits, pooled output, classifier.
+* `DecoderOnly` (GPT): causal stack; next-token logits; `decode` with a KV cache.
+* `EncoderDecoder` (paper, BART): encoder + causal decoder with cross-attention; `encode`
+  once, then `decode` (optionally with a KV cache).
+
+Positions holding `config.pad_id` are masked as keys everywhere. Packed rows pass
+`segment_ids` (and per-example `positions`) so that examples never attend to each other.
+Parameters are float32; activations use `config.dtype`; logits are returned as float32.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from transformer_jax.config import ModelConfig
+from transformer_jax.nn.attention import (
+    cache_mask,
+    causal_mask,
+    combine_masks,
+    padding_mask,
+    segment_mask,
+)
+from transformer_jax.nn.blocks import (
+    ACTIVATIONS,
+    LayerCache,
+    TransformerLayer,
+    dense,
+    init_layer_caches,
+    make_norm,
+)
+from transformer_jax.nn.embeddings import InputEmbedding, token_embed
+
+Cache = list[LayerCache]
+
+# Parameter subtrees that are heads on top of an encoder-only backbone (BERT's pretraining
+# heads); everything else, pooler included, is the backbone.
+ENCODER_HEADS = ("mlm_transform", "mlm_norm", "logits_bias", "lm_head", "classifier")
+
+
+def _check_length(config: ModelConfig, length: int, what: str) -> None:
+    if length > config.max_len:
+        raise ValueError(
+            f"{what} length {length} exceeds the model's position limit "
+            f"max_len={config.max_len}; truncate the input or use a config with a larger max_len."
+        )
+
+
+def _positions(tokens: jax.Array, positions: jax.Array | None) -> jax.Array:
+    if positions is None:
+        return jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)  # [B, T]
+    return positions
+
+
+def _key_mask(config: ModelConfig, tokens: jax.Array) -> jax.Array | None:
+    """[B, 1, 1, S]: keys that do not hold the pad id (None if the config has no pad id)."""
+    return None if config.pad_id is None else padding_mask(tokens != config.pad_id)
+
+
+def _segments(a: jax.Array | None, b: jax.Array | None) -> jax.Array | None:
+    if (a is None) != (b is None):
+        raise ValueError("Pass segment ids for both sides of a packed batch, or for neither.")
+    return None if a is None else segment_mask(a, b)
+
+
+class Stack(nn.Module):
+    """Input embedding, `num_layers` Transformer layers, optional final norm."""
+
+    config: ModelConfig
+    num_layers: int
+    cross: bool = False
+
+    def setup(self) -> None:
+        self.embed = InputEmbedding(self.config)
+        self.layers = [
+            TransformerLayer(self.config, cross=self.cross, name=f"layer_{i}")
+            for i in range(self.num_layers)
+        ]
+        if self.config.final_norm:
+            self.final_norm = make_norm(self.config, "final_norm")
+
+    def __call__(
+        self,
+        tok: jax.Array,  # [B, T, D] token embeddings
+        positions: jax.Array,  # [B, T]
+        mask: jax.Array | None,  # [B, 1, T, S]
+        *,
+        token_types: jax.Array | None = None,  # [B, T]
+        encoded: jax.Array | None = None,  # [B, S_enc, D]
+        cross_mask: jax.Array | None = None,  # [B, 1, T, S_enc]
+        cache: Cache | None = None,
+        deterministic: bool = True,
+    ) -> tuple[jax.Array, Cache | None]:
+        x = self.embed(tok, positions, token_types, deterministic=deterministic)  # [B, T, D]
+        if cache is not None and len(cache) != self.num_layers:
+            raise ValueError(f"Cache has {len(cache)} layers; the model has {self.num_layers}.")
+        cache_index = None if cache is None else positions[:, 0]  # [B]
+        new_cache = None if cache is None else []
+        for i, layer in enumerate(self.layers):
+            x, layer_cache = layer(
+                x,
+                mask,
+                encoded=encoded,
+                cross_mask=cross_mask,
+                cache=None if cache is None else cache[i],
+                cache_index=cache_index,
+                deterministic=deterministic,
+            )
+            if new_cache is not None:
+                new_cache.append(layer_cache)
+        if self.config.final_norm:
+            x = self.final_norm(x)
+        return x, new_cache
+
+
+class _OutputMixin:
+    """Vocabulary projection: tied to the token table or a separate dense, optional bias."""
+
+    def _setup_output(self) -> None:
+        cfg = self.config
+        self.token_embed = token_embed(cfg)
+        if not cfg.tie_embeddings:
+            self.lm_head = dense(cfg, cfg.vocab_size, "lm_head", use_bias=cfg.output_bias)
+        elif cfg.output_bias:
+            self.logits_bias = self.param("logits_bias", nn.initializers.zeros, (cfg.vocab_size,))
+
+    def _logits(self, h: jax.Array) -> jax.Array:  # [B, T, D] -> [B, T, V] float32
+        cfg = self.config
+        if cfg.tie_embeddings:
+            logits = self.token_embed.attend(h)  # [B, T, V]
+            if cfg.output_bias:
+                logits = logits + self.logits_bias.astype(logits.dtype)
+        else:
+            logits = self.lm_head(h)  # [B, T, V]
+        return logits.astype(jnp.float32)
+
+
+class EncoderOnly(_OutputMixin, nn.Module):
+    """BERT-style: bidirectional self-attention; MLM logits, pooled output, classifier."""
+
+    config: ModelConfig
+
+    def setup(self) -> None:
+        cfg = self.config
+        self._setup_output()
+        self.encoder = Stack(cfg, cfg.num_layers)
+        if cfg.pooler:
+            self.pooler = dense(cfg, cfg.d_model, "pooler", use_bias=True)
+        if cfg.mlm_transform:
+            self.mlm_transform = dense(cfg, cfg.d_model, "mlm_transform", use_bias=True)
+            self.mlm_norm = make_norm(cfg, "mlm_norm")
+        if cfg.num_labels:
+            self.classifier = dense(cfg, cfg.num_labels, "classifier", use_bias=True)
+            self.classifier_dropout = nn.Dropout(cfg.dropout_rate)
+
+    def encode(
+        self,
+        tokens: jax.Array,  # [B, T]
+        token_types: jax.Array | None = None,  # [B, T]
+        *,
+        positions: jax.Array | None = None,
+        segment_ids: jax.Array | None = None,
+        deterministic: bool = True,
+    ) -> jax.Array:
+        """Hidden states [B, T, D]."""
+        cfg = self.config
+        _check_length(cfg, tokens.shape[1], "Input")
+        mask = combine_masks(_key_mask(cfg, tokens), _segments(segment_ids, segment_ids))
+        h, _ = self.encoder(
+            self.token_embed(tokens),
+            _positions(tokens, positions),
+            mask,
+            token_types=token_types,
+            deterministic=deterministic,
+        )
+        return h
+
+    def mlm_logits(self, h: jax.Array) -> jax.Array:  # [B, T, D] -> [B, T, V]
+        if self.config.mlm_transform:
+            h = self.mlm_norm(ACTIVATIONS[self.config.activation](self.mlm_transform(h)))
+        return self._logits(h)
+
+    def pool(self, h: jax.Array) -> jax.Array:
+        """First-token summary [B, D]: tanh(dense(h[:, 0])) with a pooler, else h[:, 0]."""
+        first = h[:, 0]  # [B, D]
+        return jnp.tanh(self.pooler(first)) if self.config.pooler else first
+
+    def classify_hidden(self, h: jax.Array, deterministic: bool = True) -> jax.Array:
+        if not self.config.num_labels:
+            raise ValueError("This model has no classifier: set ModelConfig.num_labels > 0.")
+        pooled = self.classifier_dropout(self.pool(h), deterministic=deterministic)
+        return self.classifier(pooled).astype(jnp.float32)  # [B, num_labels]
+
+    def __call__(
+        self,
+        tokens: jax.Array,
+        token_types: jax.Array | None = None,
+        *,
+        positions: jax.Array | None = None,
+        segment_ids: jax.Array | None = None,
+        deterministic: bool = True,
+    ) -> jax.Array:
+        """MLM logits [B, T, V]."""
+        h = self.encode(
+            tokens, token_types, positions=positions, segment_ids=segment_ids,
+            deterministic=deterministic,
+        )
+        return self.mlm_logits(h)
+
+    def classify(
+        self, tokens: jax.Array, token_types: jax.Array | None = None, *, deterministic: bool = True
+    ) -> jax.Array:
+        """Classification logits [B, num_labels] from the pooled first token."""
+        h = self.encode(tokens, token_types, deterministic=deterministic)
+        return self.classify_hidden(h, deterministic)
+
+    def pretrain(
+        self,
+        tokens: jax.Array,
+        token_types: jax.Array | None = None,
+        *,
+        positions: jax.Array | None = None,
+        segment_ids: jax.Array | None = None,
+        deterministic: bool = True,
+    ) -> tuple[jax.Array, jax.Array | None]:
+        """One encoder pass, both heads: (MLM logits [B, T, V], class logits [B, L] or None)."""
+        h = self.encode(
+            tokens, token_types, positions=positions, segment_ids=segment_ids,
+            deterministic=deterministic,
+        )
+        cls = self.classify_hidden(h, deterministic) if self.config.num_labels else None
+        return self.mlm_logits(h), cls
+
+
+class DecoderOnly(_OutputMixin, nn.Module):
+    """GPT-style: causal self-attention, next-token logits, KV-cached `decode`."""
+
+    config: ModelConfig
+
+    def setup(self) -> None:
+        self._setup_output()
+        self.decoder = Stack(self.config, self.config.num_layers)
+
+    def __call__(
+        self,
+        tokens: jax.Array,  # [B, T]
+        *,
+        positions: jax.Array | None = None,
+        segment_ids: jax.Array | None = None,
+        deterministic: bool = True,
+    ) -> jax.Array:
+        """Logits [B, T, V]; position t sees tokens 0..t only."""
+        cfg = self.config
+        _check_length(cfg, tokens.shape[1], "Input")
+        mask = combine_masks(
+            causal_mask(tokens.shape[1]),
+            _key_mask(cfg, tokens),
+            _segments(segment_ids, segment_ids),
+        )
+        h, _ = self.decoder(
+            self.token_embed(tokens), _positions(tokens, positions), mask,
+            deterministic=deterministic,
+        )
+        return self._logits(h)
+
+    def decode(
+        self,
+        tokens: jax.Array,  # [B, T] new tokens (a prompt, or one token per row)
+        positions: jax.Array,  # [B, T] their absolute positions, contiguous per row
+        cache: Cache,
+    ) -> tuple[jax.Array, Cache]:
+        """Cached forward pass: writes the tokens' keys/values at their positions and returns
+        (logits [B, T, V], new cache). Slot j of the cache holds position j."""
+        cache_len = cache[0]["self"].k.shape[1]
+        h, new_cache = self.decoder(
+            self.token_embed(tokens), positions, cache_mask(positions, cache_len), cache=cache
+        )
+        return self._logits(h), new_cache
+
+
+class EncoderDecoder(_OutputMixin, nn.Module):
+    """Paper/BART-style: bidirectional encoder, causal decoder with cross-attention.
+
+    One token table serves the encoder input, the decoder input and (if tied) the output.
+    """
+
+    config: ModelConfig
+
+    def setup(self) -> None:
+        cfg = self.config
+        self._setup_output()
+        self.encoder = Stack(cfg, cfg.num_layers)
+        self.decoder = Stack(cfg, cfg.decoder_layers, cross=True)
+
+    def encode(
+        self,
+        src: jax.Array,  # [B, S]
+        *,
+        positions: jax.Array | None = None,
+        segment_ids: jax.Array | None = None,
+        deterministic: bool = True,
+    ) -> jax.Array:
+        """Encoder output [B, S, D]."""
+        cfg = self.config
+        _check_length(cfg, src.shape[1], "Source")
+        mask = combine_masks(_key_mask(cfg, src), _segments(segment_ids, segment_ids))
+        h, _ = self.encoder(
+            self.token_embed(src), _positions(src, positions), mask, deterministic=deterministic
+        )
+        return h
+
+    def decode(
+        self,
+        tgt: jax.Array,  # [B, T] decoder input tokens
+        encoded: jax.Array | None,  # [B, S, D]; may be None once the cache holds cross K/V
+        src: jax.Array,  # [B, S] source tokens (their pad ids mask the cross-attention keys)
+        *,
+        positions: jax.Array | None = None,
+        segment_ids: jax.Array | None = None,  # [B, T] target segments (packed rows)
+        src_segment_ids: jax.Array | None = None,  # [B, S]
+        cache: Cache | None = None,
+        deterministic: bool = True,
+    ) -> tuple[jax.Array, Cache | None]:
+        """(logits [B, T, V], new cache or None). With a cache, `positions` are required and
+        cross-attention keys/values are projected on the first call and kept in the cache."""
+        cfg = self.config
+        cross_mask = combine_masks(_key_mask(cfg, src), _segments(segment_ids, src_segment_ids))
+        if cache is None:
+            _check_length(cfg, tgt.shape[1], "Target")
+            mask = combine_masks(
+                causal_mask(tgt.shape[1]),
+                _key_mask(cfg, tgt),
+                _segments(segment_ids, segment_ids),
+            )
+            positions = _positions(tgt, positions)
+        else:
+            if positions is None:
+                raise ValueError("Cached decoding needs the tokens' absolute positions.")
+            mask = cache_mask(positions, cache[0]["self"].k.shape[1])
+        h, new_cache = self.decoder(
+            self.token_embed(tgt),
+            positions,
+            mask,
+            encoded=encoded,
+            cross_mask=cross_mask,
+            cache=cache,
+            deterministic=deterministic,
+        )
+        return self._logits(h), new_cache
+
+    def __call__(
+        self,
+        src: jax.Array,  # [B, S]
+        tgt: jax.Array,  # [B, T]
+        *,
+        src_positions: jax.Array | None = None,
+        src_segment_ids: jax.Array | None = None,
+        tgt_positions: jax.Array | None = None,
+        tgt_segment_ids: jax.Array | None = None,
+        deterministic: bool = True,
+    ) -> jax.Array:
+        """Teacher-forced logits [B, T, V]."""
+        encoded = self.encode(
+            src, positions=src_positions, segment_ids=src_segment_ids, deterministic=deterministic
+        )
+        logits, _ = self.decode(
+            tgt,
+            encoded,
+            src,
+            positions=tgt_positions,
+            segment_ids=tgt_segment_ids,
+            src_segment_ids=src_segment_ids,
+            deterministic=deterministic,
+        )
+        return logits
+
+
+_ARCH_TO_MODEL = {"encoder": EncoderOnly, "decoder": DecoderOnly, "encoder_decoder": EncoderDecoder}
+
+
+def build(config: ModelConfig) -> nn.Module:
+    """The flax module for `config.arch`."""
+    if not isinstance(config, ModelConfig):
+        raise TypeError(f"build() takes a ModelConfig, got {type(config).__name__}.")
+    return _ARCH_TO_MODEL[config.arch](config)
+
+
+def init_params(config: ModelConfig, rng: jax.Array) -> dict[str, Any]:
+    """Float32 parameters of every part of the model (heads included).
+
+    Pure: under `jax.eval_shape(lambda r: init_params(config, r), rng)` it allocates nothing,
+    which is how full-size presets are counted and checked.
+    """
+    model = build(config)
+    length = min(8, config.max_len)
+    tokens = jnp.ones((1, length), jnp.int32)  # [B, T]
+    if config.arch == "encoder":
+        variables = model.init(rng, tokens, method=EncoderOnly.pretrain)
+    elif config.arch == "decoder":
+        variables = model.init(rng, tokens)
+    else:
+        variables = model.init(rng, tokens, tokens)
+    return variables["params"]
+
+
+def init_cache(config: ModelConfig, batch: int, length: int) -> Cache:
+    """An empty KV cache for `length` positions of the (decoder) stack: zeros, compute dtype.
+
+    Encoder-decoder caches gain their cross-attention keys/values on the first `decode`.
+    """
+    if config.arch == "encoder":
+        raise ValueError("Encoder-only models do not decode; there is no KV cache to build.")
+    return init_layer_caches(config, config.decoder_layers, batch, length)
+
+
+def count_params(params: Any) -> int:
+    """Number of scalars in a parameter tree (works on ShapeDtypeStructs too)."""
+    return sum(int(x.size) for x in jax.tree_util.tree_leaves(params))

@@ -1,0 +1,1 @@
+"""Building blocks: attention (masks, KV cache), embeddings, feed-forward and layers."""

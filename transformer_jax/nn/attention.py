@@ -1,0 +1,168 @@
+"""Scaled dot-product attention, its masks, multi-head attention and the explicit KV cache.
+
+Axis vocabulary: B batch, T query length, S key length, N query heads, K key/value heads,
+G = N // K query heads per key/value head, H head dim, D model dim.
+Masks are boolean, True where a query may attend a key, shaped [B, 1, T, S] (or broadcastable).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from transformer_jax.config import ModelConfig
+
+NEG_INF = float(jnp.finfo(jnp.float32).min)
+
+
+# ----------------------------------------------------------------------------------- masks
+def padding_mask(key_valid: jax.Array) -> jax.Array:
+    """[B, S] bool (True = real key) -> [B, 1, 1, S]."""
+    return key_valid[:, None, None, :]
+
+
+def causal_mask(length: int) -> jax.Array:
+    """[1, 1, T, T]: query i sees keys j <= i."""
+    idx = jnp.arange(length)
+    return (idx[:, None] >= idx[None, :])[None, None]
+
+
+def segment_mask(query_segments: jax.Array, key_segments: jax.Array) -> jax.Array:
+    """[B, T], [B, S] int -> [B, 1, T, S]: packed examples never see each other."""
+    return (query_segments[:, :, None] == key_segments[:, None, :])[:, None]
+
+
+def cache_mask(positions: jax.Array, cache_length: int) -> jax.Array:
+    """Decoding against a cache whose slot j holds position j: [B, T] -> [B, 1, T, S].
+
+    Query at position p sees slots 0..p; later slots (stale prompt padding, zeros) are hidden.
+    """
+    slots = jnp.arange(cache_length)
+    return (slots[None, None, :] <= positions[:, :, None])[:, None]
+
+
+def combine_masks(*masks: jax.Array | None) -> jax.Array | None:
+    """Logical AND of the non-None masks (broadcasting), or None if all are None."""
+    present = [m for m in masks if m is not None]
+    if not present:
+        return None
+    return functools.reduce(jnp.logical_and, present)
+
+
+# ------------------------------------------------------------------------------- attention
+def dot_product_attention(
+    q: jax.Array,  # [B, T, N, H]
+    k: jax.Array,  # [B, S, K, H]
+    v: jax.Array,  # [B, S, K, H]
+    mask: jax.Array | None = None,  # [B, 1, T, S] bool
+    *,
+    dropout: nn.Dropout | None = None,
+    deterministic: bool = True,
+) -> jax.Array:
+    """softmax(Q Kᵀ / sqrt(H)) V, with grouped key/value heads; softmax in float32.
+
+    Returns [B, T, N, H].
+    """
+    batch, q_len, num_heads, head_dim = q.shape
+    num_kv = k.shape[2]
+    if num_heads % num_kv:
+        raise ValueError(f"{num_heads} query heads cannot share {num_kv} key/value heads.")
+    q = q.reshape(batch, q_len, num_kv, num_heads // num_kv, head_dim)  # [B, T, K, G, H]
+    q = q * jnp.asarray(head_dim**-0.5, q.dtype)
+    logits = jnp.einsum("btkgh,bskh->bkgts", q, k)  # [B, K, G, T, S]
+    logits = logits.astype(jnp.float32)
+    if mask is not None:
+        logits = jnp.where(mask[:, :, None], logits, NEG_INF)  # mask -> [B, 1, 1, T, S]
+    weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)  # [B, K, G, T, S]
+    if dropout is not None:
+        weights = dropout(weights, deterministic=deterministic)
+    out = jnp.einsum("bkgts,bskh->btkgh", weights, v)  # [B, T, K, G, H]
+    return out.reshape(batch, q_len, num_heads, head_dim)  # [B, T, N, H]
+
+
+@flax.struct.dataclass
+class KVCache:
+    """Keys and values of one attention layer; slot j holds position j."""
+
+    k: jax.Array  # [B, S, K, H]
+    v: jax.Array  # [B, S, K, H]
+
+    @classmethod
+    def zeros(cls, config: ModelConfig, batch: int, length: int) -> KVCache:
+        shape = (batch, length, config.kv_heads, config.head_dim)  # [B, S, K, H]
+        return cls(
+            k=jnp.zeros(shape, config.compute_dtype), v=jnp.zeros(shape, config.compute_dtype)
+        )
+
+    def write(self, new: KVCache, index: jax.Array) -> KVCache:
+        """Writes new [B, T, K, H] at slots index[b] .. index[b]+T-1 of each row b.
+
+        Like every JAX dynamic update, an index past the end is clamped, not reported:
+        callers check lengths on the host (the sampler does).
+        """
+
+        def row(cache_row, new_row, start):  # [S, K, H], [T, K, H], []
+            return lax.dynamic_update_slice(cache_row, new_row.astype(cache_row.dtype), (start, 0, 0))
+
+        index = index.astype(jnp.int32)
+        return KVCache(
+            k=jax.vmap(row)(self.k, new.k, index), v=jax.vmap(row)(self.v, new.v, index)
+        )
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention with Q, K, V and output projections (self or cross).
+
+    Self-attention: `attn(x, mask)`; with `cache` and `cache_index` the new keys/values are
+    written into the cache and the queries attend over the whole cache.
+    Cross-attention: `attn(x, mask, kv=attn.project_kv(encoded))`, so that a decoder can
+    project the encoder output once and reuse it at every step.
+    """
+
+    config: ModelConfig
+
+    def setup(self) -> None:
+        cfg = self.config
+        dense = functools.partial(
+            nn.DenseGeneral,
+            use_bias=cfg.use_bias,
+            dtype=cfg.compute_dtype,
+            kernel_init=nn.initializers.normal(cfg.init_std),
+        )
+        self.query = dense(features=(cfg.num_heads, cfg.head_dim))  # D -> [N, H]
+        self.key = dense(features=(cfg.kv_heads, cfg.head_dim))  # D -> [K, H]
+        self.value = dense(features=(cfg.kv_heads, cfg.head_dim))  # D -> [K, H]
+        self.out = dense(features=cfg.d_model, axis=(-2, -1))  # [N, H] -> D
+        self.dropout = nn.Dropout(cfg.attention_dropout_rate)
+
+    def project_kv(self, x: jax.Array) -> KVCache:
+        """[B, S, D] -> keys and values [B, S, K, H]."""
+        return KVCache(k=self.key(x), v=self.value(x))
+
+    def __call__(
+        self,
+        x: jax.Array,  # [B, T, D]
+        mask: jax.Array | None,  # [B, 1, T, S]
+        *,
+        kv: KVCache | None = None,
+        cache: KVCache | None = None,
+        cache_index: jax.Array | None = None,  # [B] first slot to write
+        deterministic: bool = True,
+    ) -> tuple[jax.Array, KVCache]:
+        """Returns (output [B, T, D], the keys/values attended: the updated cache if any)."""
+        q = self.query(x)  # [B, T, N, H]
+        if kv is None:
+            kv = self.project_kv(x)  # [B, T, K, H]
+            if cache is not None:
+                if cache_index is None:
+                    raise ValueError("A KV cache needs cache_index (first slot to write).")
+                kv = cache.write(kv, cache_index)  # [B, S, K, H]
+        out = dot_product_attention(
+            q, kv.k, kv.v, mask, dropout=self.dropout, deterministic=deterministic
+        )  # [B, T, N, H]
+        return self.out(out), kv
