@@ -207,7 +207,10 @@ class EncoderOnly(_OutputMixin, nn.Module):
     ) -> jax.Array:
         """MLM logits [B, T, V]."""
         h = self.encode(
-            tokens, token_types, positions=positions, segment_ids=segment_ids,
+            tokens,
+            token_types,
+            positions=positions,
+            segment_ids=segment_ids,
             deterministic=deterministic,
         )
         return self.mlm_logits(h)
@@ -230,7 +233,10 @@ class EncoderOnly(_OutputMixin, nn.Module):
     ) -> tuple[jax.Array, jax.Array | None]:
         """One encoder pass, both heads: (MLM logits [B, T, V], class logits [B, L] or None)."""
         h = self.encode(
-            tokens, token_types, positions=positions, segment_ids=segment_ids,
+            tokens,
+            token_types,
+            positions=positions,
+            segment_ids=segment_ids,
             deterministic=deterministic,
         )
         cls = self.classify_hidden(h, deterministic) if self.config.num_labels else None
@@ -263,7 +269,9 @@ class DecoderOnly(_OutputMixin, nn.Module):
             _segments(segment_ids, segment_ids),
         )
         h, _ = self.decoder(
-            self.token_embed(tokens), _positions(tokens, positions), mask,
+            self.token_embed(tokens),
+            _positions(tokens, positions),
+            mask,
             deterministic=deterministic,
         )
         return self._logits(h)

@@ -107,12 +107,12 @@ class KVCache:
         """
 
         def row(cache_row, new_row, start):  # [S, K, H], [T, K, H], []
-            return lax.dynamic_update_slice(cache_row, new_row.astype(cache_row.dtype), (start, 0, 0))
+            return lax.dynamic_update_slice(
+                cache_row, new_row.astype(cache_row.dtype), (start, 0, 0)
+            )
 
         index = index.astype(jnp.int32)
-        return KVCache(
-            k=jax.vmap(row)(self.k, new.k, index), v=jax.vmap(row)(self.v, new.v, index)
-        )
+        return KVCache(k=jax.vmap(row)(self.k, new.k, index), v=jax.vmap(row)(self.v, new.v, index))
 
 
 class MultiHeadAttention(nn.Module):

@@ -124,4 +124,3 @@ def init_layer_caches(
 ) -> list[LayerCache]:
     """Self-attention caches of zeros; cross-attention entries are filled by the first call."""
     return [{"self": KVCache.zeros(config, batch, length)} for _ in range(num_layers)]
-
