@@ -1,0 +1,267 @@
+"""train_and_evaluate(config, workdir): the training loop behind train.py.
+
+Exit behaviour (train.py maps these to exit codes; see README "Resume, preemption, NaN"):
+  * finished: the last step is checkpointed and all saves are on disk;
+  * SIGTERM: the current step is saved, the save waited for, then `Preempted` is raised;
+  * a NaN/Inf loss or gradient: `NonFiniteError` names the step; no non-finite state is ever
+    saved (metrics are checked before every save), so the last checkpoint is the last good one;
+  * any exception: pending async saves are finished before it propagates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+import tqdm
+from flax import jax_utils
+
+from transformer_jax import models
+from transformer_jax.train import checkpoints, flops, metrics, run_config, steps
+from transformer_jax.train import workdir as wd
+from transformer_jax.train.optimizer import make_optimizer
+from transformer_jax.train.schedules import make_schedule
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteError(RuntimeError):
+    """A NaN/Inf loss or gradient (with config.skip_nonfinite=False)."""
+
+
+class Preempted(RuntimeError):
+    """SIGTERM received; the state was saved at `step`."""
+
+    def __init__(self, step: int):
+        super().__init__(f"Preempted by SIGTERM; state saved at step {step}. Rerun to resume.")
+        self.step = step
+
+
+@contextlib.contextmanager
+def _sigterm_flag() -> Iterator[threading.Event]:
+    """Sets the yielded event on SIGTERM (main thread only; elsewhere nothing is installed)."""
+    event = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield event
+        return
+    previous = signal.signal(signal.SIGTERM, lambda *_: event.set())
+    try:
+        yield event
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def shard(batch: dict[str, np.ndarray], num_devices: int) -> dict[str, np.ndarray]:
+    """[local_batch, ...] -> [local_devices, per_device, ...]."""
+    return {k: v.reshape(num_devices, -1, *v.shape[1:]) for k, v in batch.items()}
+
+
+def _row_lengths(config: ml_collections.ConfigDict, model_cfg) -> tuple[int, int | None]:
+    return config.max_length, (config.max_length if model_cfg.arch == "encoder_decoder" else None)
+
+
+def evaluate(p_eval, params, eval_source, num_devices: int, max_batches: int | None) -> dict:
+    """Sums the eval stats over (up to max_batches of) the eval split; returns means."""
+    totals: dict[str, float] = {}
+    for i, batch in enumerate(eval_source.iterate_eval()):
+        if max_batches is not None and i >= max_batches:
+            break
+        stats = jax.device_get(jax_utils.unreplicate(p_eval(params, shard(batch, num_devices))))
+        for k, v in stats.items():
+            totals[k] = totals.get(k, 0.0) + float(v)
+    if not totals:
+        raise ValueError("The validation split produced no batches; check the eval data.")
+    return steps.summarize(totals)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Trains `config` in `workdir`, resuming from its latest finalized checkpoint."""
+    from transformer_jax import data  # TF import deferred: not needed to build models
+
+    run_config.validate(config)
+    workdir = os.path.abspath(workdir)
+    os.makedirs(workdir, exist_ok=True)
+    is_chief = jax.process_index() == 0
+    num_local = jax.local_device_count()
+
+    train_source, eval_source, tokenizer = data.make_datasets(
+        config, workdir, process_index=jax.process_index(), process_count=jax.process_count()
+    )
+    model_cfg = run_config.model_config(config, tokenizer.vocab_size)
+    if is_chief:
+        wd.write_configs(workdir, config, model_cfg)
+    model = models.build(model_cfg)
+
+    schedule = make_schedule(
+        config.schedule,
+        d_model=model_cfg.d_model,
+        warmup_steps=config.warmup_steps,
+        learning_rate=config.learning_rate,
+    )
+    tx = make_optimizer(
+        schedule,
+        b1=config.b1,
+        b2=config.b2,
+        eps=config.eps,
+        weight_decay=config.weight_decay,
+        grad_clip_norm=config.grad_clip_norm,
+    )
+    base_rng = jax.random.key(config.seed)
+    params = models.init_params(model_cfg, jax.random.fold_in(base_rng, 0))
+    state = steps.init_train_state(params, tx)
+
+    ckpt = checkpoints.Checkpoints(
+        os.path.join(workdir, wd.CHECKPOINT_DIR),
+        max_to_keep=config.keep_checkpoints,
+        async_save=config.async_checkpoints,
+    )
+    writer = metrics.MetricWriter(workdir, enabled=is_chief)
+    try:
+        latest = ckpt.latest_step()
+        if latest is not None:
+            state = ckpt.restore(latest, state)
+            log.info("Resumed from step %d in %s", latest, ckpt.directory)
+        return _run(
+            config, model, model_cfg, tx, schedule, state, base_rng, train_source,
+            eval_source, ckpt, writer, num_local, is_chief,
+        )  # fmt: skip
+    finally:
+        ckpt.close()  # waits for async saves on every exit path
+        writer.close()
+
+
+def _run(
+    config, model, model_cfg, tx, schedule, state, base_rng, train_source, eval_source,
+    ckpt, writer, num_local, is_chief,
+) -> dict[str, Any]:  # fmt: skip
+    start_step = int(state.step)
+    total_steps = config.num_train_steps
+    train_step = steps.make_train_step(
+        model,
+        tx,
+        schedule,
+        objective=config.objective,
+        label_smoothing=config.label_smoothing,
+        grad_accum_steps=config.grad_accum_steps,
+        skip_nonfinite=config.skip_nonfinite,
+    )
+    eval_step = steps.make_eval_step(
+        model, objective=config.objective, label_smoothing=config.label_smoothing
+    )
+    p_train = jax.pmap(train_step, axis_name="batch", in_axes=(0, 0, None), donate_argnums=(0,))
+    p_eval = jax.pmap(eval_step, axis_name="batch")
+    step_rng = jax.random.fold_in(base_rng, 1)
+
+    global_batch = config.per_device_batch_size * jax.device_count()
+    row_flops = flops.train_flops(model_cfg, *_row_lengths(config, model_cfg))
+    peak, peak_source = metrics.peak_flops_per_device(config.dtype, config.peak_flops)
+    if is_chief:
+        log.info("MFU peak per device: %.3g FLOP/s (%s)", peak, peak_source)
+
+    replicated = jax_utils.replicate(state)
+    del state
+    pending: list[tuple[int, Any]] = []  # (step number after the update, device metrics)
+    summary: dict[str, Any] = {"step": start_step, "compile_seconds": None}
+    timer = {"time": None, "steps": 0}
+    last_saved = start_step if start_step else None
+
+    def flush() -> dict[str, float] | None:
+        """Fetches pending metrics, stops on non-finite, writes means; returns the last."""
+        if not pending:
+            return None
+        fetched = jax.device_get([jax_utils.unreplicate(m) for _, m in pending])
+        done = [s for s, _ in pending]
+        pending.clear()
+        for s, m in zip(done, fetched, strict=True):
+            if not m["finite"] and not config.skip_nonfinite:
+                raise NonFiniteError(
+                    f"Non-finite loss or gradient at step {s} (loss sum {m['loss']}, grad norm "
+                    f"{m['grad_norm']}). Last checkpoint: step {ckpt.latest_step()}. Lower "
+                    "learning_rate, enable grad_clip_norm, or set skip_nonfinite=True."
+                )
+        totals = {k: sum(float(m[k]) for m in fetched) for k in fetched[0]}
+        out = steps.summarize(totals)
+        last = fetched[-1]
+        out["learning_rate"] = float(last["learning_rate"])
+        out["grad_norm"] = float(last["grad_norm"])
+        out["skipped"] = float(last["skipped"])
+        if timer["time"] is not None and timer["steps"]:
+            elapsed = time.perf_counter() - timer["time"]
+            out["steps_per_second"] = timer["steps"] / elapsed
+            out["tokens_per_second"] = out.pop("tokens") / elapsed
+            out["mfu"] = (
+                row_flops * global_batch * timer["steps"] / elapsed / (peak * jax.device_count())
+            )
+        else:
+            out.pop("tokens")
+        timer["time"], timer["steps"] = time.perf_counter(), 0
+        writer.write(done[-1], "train", out)
+        return out
+
+    def save(step: int) -> None:
+        nonlocal last_saved
+        flush()  # raises before a non-finite state could be saved
+        ckpt.save(step, checkpoints.to_host_tree(jax_utils.unreplicate(replicated)), force=True)
+        last_saved = step
+
+    progress = tqdm.tqdm(
+        total=total_steps,
+        initial=start_step,
+        disable=not (is_chief and config.progress_bar),
+        desc="train",
+        unit="step",
+        dynamic_ncols=True,
+    )
+    batches = train_source.iterate(start_step)
+    with _sigterm_flag() as sigterm, progress:
+        for step in range(start_step, total_steps):
+            if sigterm.is_set():
+                save(step)
+                ckpt.wait()
+                raise Preempted(step)
+            batch = shard(next(batches), num_local)
+            if summary["compile_seconds"] is None:
+                t0 = time.perf_counter()
+                replicated, m = p_train(replicated, batch, step_rng)
+                jax.block_until_ready(m)
+                summary["compile_seconds"] = time.perf_counter() - t0
+                pending.append((step + 1, m))
+                flush()  # the first step (with compilation) is not timed as throughput
+            else:
+                replicated, m = p_train(replicated, batch, step_rng)
+                pending.append((step + 1, m))
+                timer["steps"] += 1
+            progress.update(1)
+            done = step + 1
+            if done % config.log_every_steps == 0 or done == total_steps:
+                out = flush()
+                if out is not None:
+                    summary["train"] = out
+                    progress.set_postfix(
+                        loss=f"{out['loss']:.3f}",
+                        tok_s=f"{out.get('tokens_per_second', 0):.0f}",
+                        lr=f"{out['learning_rate']:.2e}",
+                    )
+            if done % config.eval_every_steps == 0 or done == total_steps:
+                flush()
+                summary["eval"] = evaluate(
+                    p_eval, replicated.params, eval_source, num_local, config.num_eval_batches
+                )
+                writer.write(done, "eval", summary["eval"])
+                timer["time"], timer["steps"] = time.perf_counter(), 0
+            if done % config.checkpoint_every_steps == 0 or done == total_steps:
+                save(done)
+            summary["step"] = done
+    if last_saved != total_steps and start_step < total_steps:
+        save(total_steps)
+    writer.flush()
+    return summary

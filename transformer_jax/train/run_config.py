@@ -1,0 +1,147 @@
+"""Run settings: every field a recipe in configs/ may set, with defaults, and their checks.
+
+Model hyperparameters are NOT here: `model` names a preset (transformer_jax.presets) and
+`model_overrides` changes fields of it; the vocabulary size comes from the tokenizer.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+from ml_collections.config_dict import placeholder
+
+from transformer_jax import presets
+from transformer_jax.config import ModelConfig
+from transformer_jax.train.schedules import SCHEDULES
+from transformer_jax.train.steps import OBJECTIVES
+
+# Which objectives each architecture trains with.
+ARCH_OBJECTIVES = {
+    "decoder": ("clm",),
+    "encoder": ("mlm", "mlm_nsp"),
+    "encoder_decoder": ("denoise", "seq2seq"),
+}
+
+
+def default_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    # Model.
+    c.model = "gpt-tiny"  # a preset name: transformer_jax.presets.names()
+    c.model_overrides = ml_collections.ConfigDict()  # e.g. {'num_layers': 4}
+    c.dtype = "float32"  # compute dtype: float32 | bfloat16 (params stay float32)
+    # Data (transformer_jax.data).
+    c.dataset = "stdlib"  # stdlib | text_files | parallel_text | a TFDS catalog name
+    c.data_dir = placeholder(str)  # TFDS data_dir (None: WORKDIR/tfds)
+    c.train_files = ""  # text_files: glob of training files
+    c.eval_files = ""  # text_files: glob of validation files ("" = split train files)
+    c.train_source = ""  # parallel_text: aligned source/target line files
+    c.train_target = ""
+    c.eval_source = ""
+    c.eval_target = ""
+    c.objective = "clm"  # clm | mlm | mlm_nsp | denoise | seq2seq
+    c.vocab_size = 2048  # sentencepiece vocabulary (trained on the train split)
+    c.max_length = 128  # tokens per row (packed)
+    c.mlm_probability = 0.15
+    c.denoise_ratio = 0.3
+    c.poisson_lambda = 3.0
+    # Batches.
+    c.per_device_batch_size = 16
+    c.eval_batch_size = 16  # per device
+    c.grad_accum_steps = 1  # micro-batches per update (per_device_batch_size must divide)
+    # Optimisation.
+    c.num_train_steps = 1000
+    c.schedule = "rsqrt"  # rsqrt (paper) | linear_rsqrt | constant
+    c.learning_rate = 1.0  # rsqrt: scale of d_model^-0.5·min(...); else the peak
+    c.warmup_steps = 100
+    c.b1 = 0.9
+    c.b2 = 0.98
+    c.eps = 1e-9
+    c.weight_decay = 0.0
+    c.grad_clip_norm = 1.0  # 0 or None: no clipping
+    c.label_smoothing = 0.0
+    c.skip_nonfinite = False  # True: skip updates with a NaN/Inf loss or gradient
+    # Loop.
+    c.seed = 0
+    c.log_every_steps = 10
+    c.eval_every_steps = 200
+    c.num_eval_batches = ml_collections.FieldReference(20, field_type=int)  # None: whole split
+    c.checkpoint_every_steps = 200
+    c.keep_checkpoints = 3
+    c.async_checkpoints = True
+    c.peak_flops = placeholder(float)  # per-device peak FLOP/s (None: datasheet/measured)
+    c.progress_bar = True
+    return c
+
+
+def _fail(field: str, value, rule: str) -> None:
+    raise ValueError(f"config.{field}={value!r}: {rule}")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Checks run settings before any data or compile work; ValueError names field and range."""
+    if config.model not in presets.PRESETS:
+        _fail("model", config.model, f"unknown preset; choose one of {presets.names()}")
+    for field in ("per_device_batch_size", "eval_batch_size", "num_train_steps", "max_length"):
+        value = config[field]
+        if not isinstance(value, int) or value <= 0:
+            _fail(field, value, "must be a positive integer")
+    for field in ("log_every_steps", "eval_every_steps", "checkpoint_every_steps"):
+        if not isinstance(config[field], int) or config[field] <= 0:
+            _fail(field, config[field], "must be a positive integer (steps)")
+    if config.warmup_steps < 0:
+        _fail("warmup_steps", config.warmup_steps, "must be >= 0")
+    if config.schedule not in SCHEDULES:
+        _fail("schedule", config.schedule, f"must be one of {SCHEDULES}")
+    if config.schedule != "constant" and config.warmup_steps == 0:
+        _fail("warmup_steps", 0, f"schedule {config.schedule!r} needs warmup_steps >= 1")
+    if not config.learning_rate > 0:
+        _fail("learning_rate", config.learning_rate, "must be > 0")
+    if config.objective not in OBJECTIVES:
+        _fail("objective", config.objective, f"must be one of {OBJECTIVES}")
+    if config.dtype not in ("float32", "bfloat16"):
+        _fail("dtype", config.dtype, "must be 'float32' or 'bfloat16'")
+    if not isinstance(config.grad_accum_steps, int) or config.grad_accum_steps <= 0:
+        _fail("grad_accum_steps", config.grad_accum_steps, "must be a positive integer")
+    if config.per_device_batch_size % config.grad_accum_steps:
+        _fail(
+            "grad_accum_steps",
+            config.grad_accum_steps,
+            f"must divide per_device_batch_size={config.per_device_batch_size}",
+        )
+    if not 0.0 <= config.label_smoothing < 1.0:
+        _fail("label_smoothing", config.label_smoothing, "must be in [0, 1)")
+    if config.keep_checkpoints < 1:
+        _fail("keep_checkpoints", config.keep_checkpoints, "must be >= 1")
+    if config.num_eval_batches is not None and config.num_eval_batches <= 0:
+        _fail("num_eval_batches", config.num_eval_batches, "must be > 0 or None (whole split)")
+
+
+def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> ModelConfig:
+    """The preset with overrides, the tokenizer's vocabulary and the run's dtype; checked
+    against the objective and max_length."""
+    overrides = dict(config.model_overrides.to_dict()) if config.model_overrides else {}
+    overrides.setdefault("vocab_size", vocab_size)
+    overrides.setdefault("dtype", config.dtype)
+    model_cfg = presets.get(config.model, **overrides)
+    if model_cfg.vocab_size < vocab_size:
+        _fail(
+            "model_overrides.vocab_size",
+            model_cfg.vocab_size,
+            f"is smaller than the tokenizer's vocabulary ({vocab_size})",
+        )
+    allowed = ARCH_OBJECTIVES[model_cfg.arch]
+    if config.objective not in allowed:
+        _fail(
+            "objective",
+            config.objective,
+            f"preset {config.model!r} is {model_cfg.arch}; use one of {allowed}",
+        )
+    if config.objective == "mlm_nsp" and model_cfg.num_labels != 2:
+        _fail("objective", "mlm_nsp", "needs a 2-way classifier: model_overrides.num_labels=2")
+    if config.max_length > model_cfg.max_len:
+        _fail(
+            "max_length",
+            config.max_length,
+            f"exceeds the model's position limit max_len={model_cfg.max_len}; lower it or "
+            "set model_overrides.max_len",
+        )
+    return model_cfg

@@ -1,0 +1,243 @@
+"""Pure train and eval steps: `train_step(state, batch, rng) -> (state, metrics)`.
+
+Written once for every architecture and objective; data parallelism enters only through
+`axis_name` (the collectives below), so the same function runs under `jax.pmap` (the default
+here) and, with axis_name=None, under plain `jax.jit`.
+
+Normalisation: each device's objective is its weighted loss SUM divided by the GLOBAL weight
+(summed over devices and micro-batches), so the psum of per-device gradients is exactly the
+gradient of the global mean loss — N devices give the 1-device result on the same global batch,
+however the non-pad tokens are spread over devices.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from jax import lax
+
+from transformer_jax.train.losses import smoothed_cross_entropy, weighted_token_stats
+
+OBJECTIVES = ("clm", "mlm", "mlm_nsp", "denoise", "seq2seq")
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array  # [] int32: number of train steps taken
+    params: Any
+    opt_state: Any
+    skipped: jax.Array  # [] int32: updates skipped for a non-finite loss or gradient
+
+
+def init_train_state(params: Any, tx: optax.GradientTransformation) -> TrainState:
+    zero = jnp.zeros((), jnp.int32)
+    return TrainState(step=zero, params=params, opt_state=tx.init(params), skipped=zero)
+
+
+def _psum(x: Any, axis_name: str | None) -> Any:
+    """The one collective of the steps: a sum over the data-parallel axis (identity off-axis)."""
+    return x if axis_name is None else lax.psum(x, axis_name)
+
+
+def forward_stats(
+    model: nn.Module,
+    params: Any,
+    batch: dict[str, jax.Array],
+    *,
+    objective: str,
+    label_smoothing: float = 0.0,
+    deterministic: bool = True,
+    rngs: dict[str, jax.Array] | None = None,
+) -> dict[str, jax.Array]:
+    """Forward pass for `objective`; returns SUMS: loss, nll, correct, weight (+ nsp_*)."""
+    variables = {"params": params}
+    kw = dict(deterministic=deterministic, rngs=rngs or {})
+    nsp_logits = None
+    if objective == "clm":
+        logits = model.apply(
+            variables,
+            batch["inputs"],
+            positions=batch.get("positions"),
+            segment_ids=batch.get("segment_ids"),
+            **kw,
+        )  # [B, T, V]
+    elif objective in ("mlm", "mlm_nsp"):
+        logits, nsp_logits = model.apply(
+            variables,
+            batch["inputs"],
+            batch.get("token_types"),
+            positions=batch.get("positions"),
+            segment_ids=batch.get("segment_ids"),
+            method="pretrain",
+            **kw,
+        )  # [B, T, V], [B, L]
+    elif objective in ("denoise", "seq2seq"):
+        logits = model.apply(
+            variables,
+            batch["inputs"],
+            batch["decoder_inputs"],
+            src_positions=batch.get("inputs_positions"),
+            src_segment_ids=batch.get("inputs_segment_ids"),
+            tgt_positions=batch.get("targets_positions"),
+            tgt_segment_ids=batch.get("targets_segment_ids"),
+            **kw,
+        )  # [B, T, V]
+    else:
+        raise ValueError(f"objective={objective!r} is not one of {OBJECTIVES}.")
+    stats = weighted_token_stats(logits, batch["targets"], batch["weights"], label_smoothing)
+    if objective == "mlm_nsp":
+        if nsp_logits is None:
+            raise ValueError("objective='mlm_nsp' needs a classifier: ModelConfig.num_labels=2.")
+        row_weight = jnp.any(batch["weights"] > 0, axis=-1).astype(jnp.float32)  # [B]
+        _, nsp_nll = smoothed_cross_entropy(nsp_logits, batch["nsp_labels"])  # [B]
+        correct = (jnp.argmax(nsp_logits, -1) == batch["nsp_labels"]).astype(jnp.float32)
+        stats["nsp_loss"] = jnp.sum(nsp_nll * row_weight)
+        stats["nsp_correct"] = jnp.sum(correct * row_weight)
+        stats["nsp_weight"] = jnp.sum(row_weight)
+    return stats
+
+
+def _objective(stats: dict[str, jax.Array], totals: dict[str, jax.Array]) -> jax.Array:
+    """Scalar to differentiate: token loss / global tokens (+ NSP loss / global rows)."""
+    obj = stats["loss"] / jnp.maximum(totals["weight"], 1.0)
+    if "nsp_loss" in stats:
+        obj = obj + stats["nsp_loss"] / jnp.maximum(totals["nsp_weight"], 1.0)
+    return obj
+
+
+def _global_totals(batch: dict[str, jax.Array], objective: str, axis_name: str | None):
+    weights = batch["weights"].astype(jnp.float32)
+    totals = {"weight": jnp.sum(weights)}
+    if objective == "mlm_nsp":
+        totals["nsp_weight"] = jnp.sum(jnp.any(weights > 0, axis=-1).astype(jnp.float32))
+    return _psum(totals, axis_name)
+
+
+def _split_micro(batch: dict[str, jax.Array], k: int) -> dict[str, jax.Array]:
+    """[B, ...] -> [k, B/k, ...]."""
+
+    def split(x):
+        if x.shape[0] % k:
+            raise ValueError(f"Batch of {x.shape[0]} rows does not split into {k} micro-batches.")
+        return x.reshape(k, x.shape[0] // k, *x.shape[1:])  # [k, B/k, ...]
+
+    return jax.tree_util.tree_map(split, batch)
+
+
+def all_finite(tree: Any) -> jax.Array:
+    leaves = jax.tree_util.tree_leaves(tree)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+def make_train_step(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    *,
+    objective: str,
+    label_smoothing: float = 0.0,
+    grad_accum_steps: int = 1,
+    skip_nonfinite: bool = False,
+    axis_name: str | None = "batch",
+) -> Callable[[TrainState, dict[str, jax.Array], jax.Array], tuple[TrainState, dict]]:
+    """Builds the pure step. `rng` is the run's base key; the step folds in the step number and
+    the device index, so randomness is a function of (seed, step, device)."""
+
+    def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array):
+        rng = jax.random.fold_in(rng, state.step)
+        if axis_name is not None:
+            rng = jax.random.fold_in(rng, lax.axis_index(axis_name))
+        totals = _global_totals(batch, objective, axis_name)
+        micro = _split_micro(batch, grad_accum_steps)  # [k, B/k, ...]
+
+        def micro_step(grads, inputs):
+            mb, i = inputs
+
+            def loss_fn(params):
+                stats = forward_stats(
+                    model,
+                    params,
+                    mb,
+                    objective=objective,
+                    label_smoothing=label_smoothing,
+                    deterministic=False,
+                    rngs={"dropout": jax.random.fold_in(rng, i)},
+                )
+                return _objective(stats, totals), stats
+
+            (_, stats), g = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+            return jax.tree_util.tree_map(jnp.add, grads, g), stats
+
+        zeros = jax.tree_util.tree_map(jnp.zeros_like, state.params)
+        grads, stats = lax.scan(micro_step, zeros, (micro, jnp.arange(grad_accum_steps)))
+        stats = jax.tree_util.tree_map(lambda s: jnp.sum(s, axis=0), stats)  # over micro-batches
+        grads = _psum(grads, axis_name)
+        stats = _psum(stats, axis_name)
+
+        finite = jnp.logical_and(all_finite(grads), jnp.isfinite(stats["loss"]))
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        new_state = TrainState(
+            step=state.step + 1, params=params, opt_state=opt_state, skipped=state.skipped
+        )
+        if skip_nonfinite:
+            keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
+            new_state = new_state.replace(
+                params=jax.tree_util.tree_map(keep, params, state.params),
+                opt_state=jax.tree_util.tree_map(keep, opt_state, state.opt_state),
+                skipped=state.skipped + (1 - finite.astype(jnp.int32)),
+            )
+        metrics = dict(stats)
+        metrics["grad_norm"] = optax.global_norm(grads)
+        metrics["learning_rate"] = schedule(state.step)
+        metrics["finite"] = finite.astype(jnp.float32)
+        metrics["skipped"] = new_state.skipped.astype(jnp.float32)
+        return new_state, metrics
+
+    return train_step
+
+
+def make_eval_step(
+    model: nn.Module,
+    *,
+    objective: str,
+    label_smoothing: float = 0.0,
+    axis_name: str | None = "batch",
+) -> Callable[[Any, dict[str, jax.Array]], dict[str, jax.Array]]:
+    """eval_step(params, batch) -> summed stats (deterministic: no dropout)."""
+
+    def eval_step(params: Any, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        stats = forward_stats(
+            model, params, batch, objective=objective, label_smoothing=label_smoothing
+        )
+        return _psum(stats, axis_name)
+
+    return eval_step
+
+
+def summarize(stats: dict[str, float]) -> dict[str, float]:
+    """Host-side: sums -> means. loss/nll per target token, perplexity = exp(nll)."""
+
+    weight = max(float(stats["weight"]), 1.0)
+    out = {
+        "loss": float(stats["loss"]) / weight,
+        "nll": float(stats["nll"]) / weight,
+        "accuracy": float(stats["correct"]) / weight,
+        "tokens": float(stats["weight"]),
+    }
+    out["perplexity"] = math.exp(min(out["nll"], 700.0))
+    if "nsp_loss" in stats:
+        rows = max(float(stats["nsp_weight"]), 1.0)
+        out["nsp_loss"] = float(stats["nsp_loss"]) / rows
+        out["nsp_accuracy"] = float(stats["nsp_correct"]) / rows
+    for key in ("grad_norm", "learning_rate", "skipped"):
+        if key in stats:
+            out[key] = float(stats[key])
+    return out

@@ -1,0 +1,74 @@
+"""The workdir layout, so that sampling needs nothing but the workdir:
+
+WORKDIR/config.json         the run config (ml_collections, as JSON)
+WORKDIR/model_config.json   the ModelConfig the parameters belong to
+WORKDIR/tokenizer.model     the sentencepiece model (transformer_jax.data)
+WORKDIR/checkpoints/<step>/ orbax checkpoints of the train state
+WORKDIR/metrics.jsonl       one JSON record per logged step and split
+WORKDIR/tensorboard/        TensorBoard event files
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+
+from transformer_jax import models
+from transformer_jax.config import ModelConfig
+
+CONFIG_FILE = "config.json"
+MODEL_CONFIG_FILE = "model_config.json"
+TOKENIZER_FILE = "tokenizer.model"
+CHECKPOINT_DIR = "checkpoints"
+
+
+def write_configs(workdir: str, config: ml_collections.ConfigDict, model_cfg: ModelConfig) -> None:
+    os.makedirs(workdir, exist_ok=True)
+    _atomic_write(os.path.join(workdir, CONFIG_FILE), config.to_json_best_effort(indent=2))
+    _atomic_write(
+        os.path.join(workdir, MODEL_CONFIG_FILE), json.dumps(model_cfg.to_dict(), indent=2)
+    )
+
+
+def _atomic_write(path: str, text: str) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def read_model_config(workdir: str) -> ModelConfig:
+    path = os.path.join(workdir, MODEL_CONFIG_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"{path} not found: {workdir!r} is not a transformer_jax workdir (train.py writes "
+            "it at start-up)."
+        )
+    with open(path) as f:
+        return ModelConfig.from_dict(json.load(f))
+
+
+def read_run_config(workdir: str) -> ml_collections.ConfigDict:
+    with open(os.path.join(workdir, CONFIG_FILE)) as f:
+        return ml_collections.ConfigDict(json.load(f))
+
+
+def load_params(workdir: str, step: int | None = None) -> tuple[ModelConfig, Any, int]:
+    """(model config, float32 params, step) of the latest finalized checkpoint (or `step`)."""
+    from transformer_jax.train.checkpoints import Checkpoints
+
+    model_cfg = read_model_config(workdir)
+    ckpt = Checkpoints(os.path.join(workdir, CHECKPOINT_DIR), async_save=False)
+    try:
+        step = ckpt.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"No finalized checkpoint in {ckpt.directory}.")
+        expected = jax.eval_shape(lambda r: models.init_params(model_cfg, r), jax.random.key(0))
+        params = ckpt.restore_params(step, expected)
+    finally:
+        ckpt.close()
+    return model_cfg, params, step
