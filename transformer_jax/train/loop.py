@@ -221,6 +221,11 @@ def _run(
         unit="step",
         dynamic_ncols=True,
     )
+    if start_step >= total_steps:  # already done: report the final evaluation again
+        summary["eval"] = evaluate(
+            p_eval, replicated.params, eval_source, num_local, config.num_eval_batches
+        )
+        return summary
     batches = train_source.iterate(start_step)
     with _sigterm_flag() as sigterm, progress:
         for step in range(start_step, total_steps):
@@ -261,7 +266,7 @@ def _run(
             if done % config.checkpoint_every_steps == 0 or done == total_steps:
                 save(done)
             summary["step"] = done
-    if last_saved != total_steps and start_step < total_steps:
+    if last_saved != total_steps:
         save(total_steps)
     writer.flush()
     return summary
