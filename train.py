@@ -18,6 +18,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
+from absl import logging as absl_logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "gpt_tiny.py")
@@ -44,7 +45,9 @@ def main(argv: list[str]) -> int:
         jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     from transformer_jax.train import NonFiniteError, Preempted, train_and_evaluate
 
-    logging.getLogger().setLevel(logging.INFO)
+    # Our own progress lines at INFO; library chatter (orbax, TF) at WARNING and above.
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    logging.getLogger("transformer_jax").setLevel(logging.INFO)
     try:
         summary = train_and_evaluate(FLAGS.config, FLAGS.workdir)
     except Preempted as e:

@@ -9,7 +9,7 @@ import textwrap
 SCRIPT = textwrap.dedent(
     """
     import jax, numpy as np, optax
-    from flax import jax_utils
+    from transformer_jax.train.parallel import replicate, unreplicate
     from transformer_jax import models, presets
     from transformer_jax.train import steps
     assert jax.local_device_count() == 4, jax.devices()
@@ -29,15 +29,15 @@ SCRIPT = textwrap.dedent(
                                            axis_name=None, **kw))
     multi = jax.pmap(steps.make_train_step(model, tx, optax.constant_schedule(1.0), **kw),
                      axis_name="batch", in_axes=(0, 0, None))
-    s1, s4 = state, jax_utils.replicate(state)
+    s1, s4 = state, replicate(state)
     sharded = {k: v.reshape(4, 2, 10) for k, v in batch.items()}  # [devices, per_device, T]
     for _ in range(2):
         s1, m1 = single(s1, batch, jax.random.key(0))
         s4, m4 = multi(s4, sharded, jax.random.key(0))
-    m4 = jax_utils.unreplicate(m4)
+    m4 = unreplicate(m4)
     for key in ("loss", "nll", "weight", "grad_norm"):
         np.testing.assert_allclose(float(m1[key]), float(m4[key]), rtol=1e-5)
-    p4 = jax_utils.unreplicate(s4.params)
+    p4 = unreplicate(s4.params)
     for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(p4), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
     print("OK")

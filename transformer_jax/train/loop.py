@@ -21,14 +21,13 @@ from typing import Any
 
 import jax
 import ml_collections
-import numpy as np
 import tqdm
-from flax import jax_utils
 
 from transformer_jax import models
 from transformer_jax.train import checkpoints, flops, metrics, run_config, steps
 from transformer_jax.train import workdir as wd
 from transformer_jax.train.optimizer import make_optimizer
+from transformer_jax.train.parallel import AXIS, replicate, shard, unreplicate
 from transformer_jax.train.schedules import make_schedule
 
 log = logging.getLogger(__name__)
@@ -60,11 +59,6 @@ def _sigterm_flag() -> Iterator[threading.Event]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def shard(batch: dict[str, np.ndarray], num_devices: int) -> dict[str, np.ndarray]:
-    """[local_batch, ...] -> [local_devices, per_device, ...]."""
-    return {k: v.reshape(num_devices, -1, *v.shape[1:]) for k, v in batch.items()}
-
-
 def _row_lengths(config: ml_collections.ConfigDict, model_cfg) -> tuple[int, int | None]:
     return config.max_length, (config.max_length if model_cfg.arch == "encoder_decoder" else None)
 
@@ -75,7 +69,7 @@ def evaluate(p_eval, params, eval_source, num_devices: int, max_batches: int | N
     for i, batch in enumerate(eval_source.iterate_eval()):
         if max_batches is not None and i >= max_batches:
             break
-        stats = jax.device_get(jax_utils.unreplicate(p_eval(params, shard(batch, num_devices))))
+        stats = jax.device_get(unreplicate(p_eval(params, shard(batch, num_devices))))
         for k, v in stats.items():
             totals[k] = totals.get(k, 0.0) + float(v)
     if not totals:
@@ -116,7 +110,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         grad_clip_norm=config.grad_clip_norm,
     )
     base_rng = jax.random.key(config.seed)
-    params = models.init_params(model_cfg, jax.random.fold_in(base_rng, 0))
+    params = jax.jit(lambda r: models.init_params(model_cfg, r))(jax.random.fold_in(base_rng, 0))
     state = steps.init_train_state(params, tx)
 
     ckpt = checkpoints.Checkpoints(
@@ -157,8 +151,8 @@ def _run(
     eval_step = steps.make_eval_step(
         model, objective=config.objective, label_smoothing=config.label_smoothing
     )
-    p_train = jax.pmap(train_step, axis_name="batch", in_axes=(0, 0, None), donate_argnums=(0,))
-    p_eval = jax.pmap(eval_step, axis_name="batch")
+    p_train = jax.pmap(train_step, axis_name=AXIS, in_axes=(0, 0, None), donate_argnums=(0,))
+    p_eval = jax.pmap(eval_step, axis_name=AXIS)
     step_rng = jax.random.fold_in(base_rng, 1)
 
     global_batch = config.per_device_batch_size * jax.device_count()
@@ -167,7 +161,7 @@ def _run(
     if is_chief:
         log.info("MFU peak per device: %.3g FLOP/s (%s)", peak, peak_source)
 
-    replicated = jax_utils.replicate(state)
+    replicated = replicate(state)
     del state
     pending: list[tuple[int, Any]] = []  # (step number after the update, device metrics)
     summary: dict[str, Any] = {"step": start_step, "compile_seconds": None}
@@ -178,7 +172,7 @@ def _run(
         """Fetches pending metrics, stops on non-finite, writes means; returns the last."""
         if not pending:
             return None
-        fetched = jax.device_get([jax_utils.unreplicate(m) for _, m in pending])
+        fetched = jax.device_get([unreplicate(m) for _, m in pending])
         done = [s for s, _ in pending]
         pending.clear()
         for s, m in zip(done, fetched, strict=True):
@@ -210,7 +204,7 @@ def _run(
     def save(step: int) -> None:
         nonlocal last_saved
         flush()  # raises before a non-finite state could be saved
-        ckpt.save(step, checkpoints.to_host_tree(jax_utils.unreplicate(replicated)), force=True)
+        ckpt.save(step, checkpoints.to_host_tree(unreplicate(replicated)), force=True)
         last_saved = step
 
     progress = tqdm.tqdm(
