@@ -70,8 +70,9 @@ class Checkpoints:
 
     def finalized_steps(self) -> list[int]:
         """Steps whose directory carries orbax's commit marker, ascending."""
+        self._manager.reload()
         steps = []
-        for step in self._manager.all_steps(read=True):
+        for step in self._manager.all_steps():
             if os.path.exists(os.path.join(self.directory, str(step), COMMIT_MARKER)):
                 steps.append(int(step))
         return sorted(steps)
