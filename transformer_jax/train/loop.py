@@ -77,6 +77,22 @@ def evaluate(p_eval, params, eval_source, num_devices: int, max_batches: int | N
     return steps.summarize(totals)
 
 
+def _datasets(data, config: ml_collections.ConfigDict, workdir: str):
+    """make_datasets on every process; with several processes, process 0 first prepares the
+    shared files (TFDS build, tokenizer, token caches) and the others then only read them."""
+    kw = dict(process_index=jax.process_index(), process_count=jax.process_count())
+    if jax.process_count() == 1:
+        return data.make_datasets(config, workdir, **kw)
+    from jax.experimental import multihost_utils
+
+    if jax.process_index() == 0:
+        result = data.make_datasets(config, workdir, **kw)
+    multihost_utils.sync_global_devices("transformer_jax:data_prepared")
+    if jax.process_index() != 0:
+        result = data.make_datasets(config, workdir, **kw)
+    return result
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Trains `config` in `workdir`, resuming from its latest finalized checkpoint."""
     from transformer_jax import data  # TF import deferred: not needed to build models
@@ -87,9 +103,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     is_chief = jax.process_index() == 0
     num_local = jax.local_device_count()
 
-    train_source, eval_source, tokenizer = data.make_datasets(
-        config, workdir, process_index=jax.process_index(), process_count=jax.process_count()
-    )
+    train_source, eval_source, tokenizer = _datasets(data, config, workdir)
     model_cfg = run_config.model_config(config, tokenizer.vocab_size)
     if is_chief:
         wd.write_configs(workdir, config, model_cfg)

@@ -1,0 +1,337 @@
+"""TFDS builders for local files, and access to prepared TFDS catalog datasets.
+
+Local builders (`local_text_files`, `local_parallel_text`) are ordinary
+`tfds.core.GeneratorBasedBuilder`s built into a `data_dir` without downloads. Their config
+is created per file set; its name ends in a hash of the sorted paths, sizes and mtimes of
+every file, so a changed file set gets a new folder and a stale build is never reused:
+
+    DATA_DIR/local_text_files/<tag>_<hash16>/1.0.0/
+
+Catalog datasets (`lm1b`, `wmt14_translate/de-en`, `glue/sst2`, ...) are read from
+`data_dir` only: this code never downloads. A missing dataset raises
+`DatasetNotPreparedError` with the command that prepares it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob as glob_lib
+import hashlib
+import os
+from collections.abc import Iterator, Mapping, Sequence
+
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from etils import epath
+
+from transformer_jax.data import corpus
+
+LOCAL_VERSION = "1.0.0"
+
+
+def hide_gpus_from_tensorflow() -> None:
+    """Keeps TensorFlow (used only for tf.data/TFDS) off every GPU, leaving them to JAX."""
+    try:
+        tf.config.set_visible_devices([], "GPU")
+    except RuntimeError:  # TF devices already initialized: fine if TF sees no GPU.
+        if tf.config.get_visible_devices("GPU"):
+            raise
+
+
+# ----------------------------------------------------------------------------- file sets
+
+
+def expand_globs(patterns: str | Sequence[str]) -> list[str]:
+    """Sorted, de-duplicated files matching one glob or a list of globs ('**' allowed)."""
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    paths: set[str] = set()
+    for pattern in patterns:
+        if "://" in pattern:
+            paths.update(tf.io.gfile.glob(pattern))
+        else:
+            paths.update(p for p in glob_lib.glob(pattern, recursive=True) if os.path.isfile(p))
+    return sorted(paths)
+
+
+def fingerprint(groups: Mapping[str, Sequence[str]], extra: str = "") -> str:
+    """16 hex digits of sha256 over (group, path, size, mtime) of every file, in sorted order."""
+    h = hashlib.sha256(extra.encode())
+    for group in sorted(groups):
+        for path in sorted(groups[group]):
+            stat = tf.io.gfile.stat(path)
+            h.update(f"{group}\0{path}\0{stat.length}\0{stat.mtime_nsec}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def _read_text(path: str) -> str:
+    with tf.io.gfile.GFile(path, "rb") as f:
+        return f.read().decode("utf-8", errors="replace")
+
+
+def read_lines(path: str) -> list[str]:
+    """Lines of a UTF-8 file split on '\\n' (a trailing newline does not add a line; '\\r' kept
+    off the line ends). Blank lines are kept so that two files stay aligned."""
+    text = _read_text(path)
+    if text.endswith("\n"):
+        text = text[:-1]
+    if not text:
+        return []
+    return [line.removesuffix("\r") for line in text.split("\n")]
+
+
+# ----------------------------------------------------------------------------- text files
+
+
+@dataclasses.dataclass(eq=False)
+class TextFilesConfig(tfds.core.BuilderConfig):
+    """One document per file. `splits` maps split name -> sorted file paths."""
+
+    splits: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict, repr=False)
+    root: str = dataclasses.field(default="", repr=False)  # keys: paths relative to this
+
+
+class _LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """Shared base: fixed version, configs made per file set, no downloads."""
+
+    VERSION = tfds.core.Version(LOCAL_VERSION)
+    BUILDER_CONFIGS = []
+
+    # TFDS 4.9.10's default `code_path` imports the `importlib_resources` backport, which is
+    # only installed on Python < 3.9; our builders have no checksums file to find anyway.
+    @tfds.core.utils.classproperty
+    @classmethod
+    def code_path(cls) -> epath.Path:
+        return epath.Path(__file__)
+
+
+class LocalTextFiles(_LocalBuilder):
+    """Local text files, one example `{'text': str}` per file."""
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description="Local text files, one document per file.",
+            features=tfds.features.FeaturesDict({"text": tfds.features.Text()}),
+        )
+
+    def _split_generators(self, dl_manager):  # no downloads: dl_manager unused
+        return {
+            name: self._generate_examples(paths)
+            for name, paths in self.builder_config.splits.items()
+        }
+
+    def _generate_examples(self, paths: Sequence[str]) -> Iterator[tuple[str, dict[str, str]]]:
+        root = self.builder_config.root
+        for path in paths:
+            key = os.path.relpath(path, root) if root else path
+            yield key, {"text": _read_text(path)}
+
+
+def text_files_builder(
+    splits: Mapping[str, Sequence[str]], data_dir: str, *, tag: str = "text_files", root: str = ""
+) -> tfds.core.DatasetBuilder:
+    """A `local_text_files` builder (not yet prepared) for the given split -> paths mapping."""
+    for split, paths in splits.items():
+        if not paths:
+            raise ValueError(
+                f"split {split!r} of dataset {tag!r} is empty: it has no files (for a hash "
+                f"split, add files or raise validation_fraction)"
+            )
+    frozen = {split: tuple(sorted(paths)) for split, paths in splits.items()}
+    config = TextFilesConfig(
+        name=f"{tag}_{fingerprint(frozen)}",
+        version=LOCAL_VERSION,
+        description=f"{tag}: " + ", ".join(f"{k}={len(v)} files" for k, v in frozen.items()),
+        splits=frozen,
+        root=root,
+    )
+    return tfds.builder("local_text_files", config=config, data_dir=data_dir)
+
+
+def text_files_splits(
+    train_files: str | Sequence[str],
+    eval_files: str | Sequence[str] | None = None,
+    validation_fraction: float = corpus.DEFAULT_VALIDATION_FRACTION,
+) -> dict[str, list[str]]:
+    """{'train', 'validation'} file lists: explicit globs, or (`eval_files` None or "") the
+    train files split by path hash."""
+    eval_files = eval_files or None  # "" (a config default) means: split train_files
+    train = expand_globs(train_files)
+    if not train:
+        raise ValueError(
+            f"split 'train' of dataset 'text_files' is empty: train_files={train_files!r} "
+            f"matched no files; fix the glob"
+        )
+    if eval_files is None:
+        train, validation = corpus.split_by_hash(train, validation_fraction)
+    else:
+        validation = expand_globs(eval_files)
+        if not validation:
+            raise ValueError(
+                f"split 'validation' of dataset 'text_files' is empty: eval_files="
+                f"{eval_files!r} matched no files; fix the glob"
+            )
+    return {"train": train, "validation": validation}
+
+
+def stdlib_builder(
+    data_dir: str, validation_fraction: float = corpus.DEFAULT_VALIDATION_FRACTION
+) -> tfds.core.DatasetBuilder:
+    """The default corpus (the stdlib's `.py` files) as a `local_text_files` builder."""
+    root = corpus.stdlib_root()
+    train, validation = corpus.stdlib_split(validation_fraction, root)
+    return text_files_builder(
+        {"train": train, "validation": validation}, data_dir, tag="stdlib", root=root
+    )
+
+
+# ----------------------------------------------------------------------------- parallel text
+
+
+@dataclasses.dataclass(eq=False)
+class ParallelTextConfig(tfds.core.BuilderConfig):
+    """`splits` maps split name -> (source file, target file), aligned line by line."""
+
+    splits: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict, repr=False)
+
+
+def check_aligned(source: str, target: str) -> int:
+    """Number of aligned lines; ValueError naming both files when the counts differ."""
+    n_src, n_tgt = len(read_lines(source)), len(read_lines(target))
+    if n_src != n_tgt:
+        raise ValueError(
+            f"parallel files are not aligned: source {source!r} has {n_src} lines but target "
+            f"{target!r} has {n_tgt}; every source line needs exactly one target line"
+        )
+    return n_src
+
+
+class LocalParallelText(_LocalBuilder):
+    """Two aligned local files per split -> `{'source': str, 'target': str}` per line."""
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description="Local parallel text: aligned source/target files, one pair per line.",
+            features=tfds.features.FeaturesDict(
+                {"source": tfds.features.Text(), "target": tfds.features.Text()}
+            ),
+            supervised_keys=("source", "target"),
+        )
+
+    def _split_generators(self, dl_manager):  # no downloads: dl_manager unused
+        return {
+            name: self._generate_examples(src, tgt)
+            for name, (src, tgt) in self.builder_config.splits.items()
+        }
+
+    def _generate_examples(self, source: str, target: str):
+        check_aligned(source, target)
+        for i, (s, t) in enumerate(zip(read_lines(source), read_lines(target), strict=True)):
+            yield i, {"source": s, "target": t}
+
+
+def parallel_text_builder(
+    splits: Mapping[str, tuple[str, str]], data_dir: str, *, tag: str = "parallel_text"
+) -> tfds.core.DatasetBuilder:
+    """A `local_parallel_text` builder (not yet prepared); checks alignment and emptiness first."""
+    for split, (src, tgt) in splits.items():
+        for field, path in (("source", src), ("target", tgt)):
+            if not tf.io.gfile.exists(path):
+                raise ValueError(f"{split} {field} file {path!r} does not exist")
+        if check_aligned(src, tgt) == 0:
+            raise ValueError(f"split {split!r} of dataset {tag!r} is empty: {src!r} has no lines")
+    frozen = {split: (src, tgt) for split, (src, tgt) in splits.items()}
+    groups = {f"{split}/{i}": [p] for split, pair in frozen.items() for i, p in enumerate(pair)}
+    config = ParallelTextConfig(
+        name=f"{tag}_{fingerprint(groups)}",
+        version=LOCAL_VERSION,
+        description=f"{tag}: " + ", ".join(f"{k}={v[0]}|{v[1]}" for k, v in frozen.items()),
+        splits=frozen,
+    )
+    return tfds.builder("local_parallel_text", config=config, data_dir=data_dir)
+
+
+def prepare(builder: tfds.core.DatasetBuilder) -> tfds.core.DatasetBuilder:
+    """Builds a local builder into its data_dir unless already prepared (never contacts GCS)."""
+    hide_gpus_from_tensorflow()
+    if not builder.is_prepared():
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(try_download_gcs=False)
+        )
+    return builder
+
+
+# ----------------------------------------------------------------------------- TFDS catalog
+
+
+@dataclasses.dataclass(frozen=True)
+class CatalogSpec:
+    """Which features of a catalog dataset hold text, and which splits to use.
+
+    Text datasets set `text_key`; translation datasets set `source_key`/`target_key`.
+    """
+
+    name: str
+    train_split: str
+    eval_split: str
+    text_key: str | None = None
+    source_key: str | None = None
+    target_key: str | None = None
+    label_key: str | None = None
+
+    @property
+    def is_parallel(self) -> bool:
+        return self.source_key is not None
+
+
+CATALOG: dict[str, CatalogSpec] = {
+    "lm1b": CatalogSpec("lm1b", "train", "test", text_key="text"),
+    "glue/sst2": CatalogSpec("glue/sst2", "train", "validation", "sentence", label_key="label"),
+    "imdb_reviews": CatalogSpec("imdb_reviews", "train", "test", "text", label_key="label"),
+    "wikitext/wikitext-103-raw-v1": CatalogSpec(
+        "wikitext/wikitext-103-raw-v1", "train", "validation", text_key="text"
+    ),
+}
+
+
+def catalog_spec(name: str, reverse_translation: bool = False) -> CatalogSpec:
+    """The text keys of a catalog dataset.
+
+    `*_translate/xx-yy` (e.g. 'wmt14_translate/de-en') translates xx -> yy, or yy -> xx when
+    `reverse_translation` is True.
+    """
+    if name in CATALOG:
+        return CATALOG[name]
+    base, _, config = name.partition("/")
+    langs = config.split(":")[0].split("-")
+    if base.endswith("_translate") and len(langs) == 2 and all(langs):
+        src, tgt = reversed(langs) if reverse_translation else langs
+        return CatalogSpec(name, "train", "validation", source_key=src, target_key=tgt)
+    known = sorted(CATALOG) + ["<wmtNN>_translate/xx-yy"]
+    raise ValueError(f"dataset {name!r} has no known text features; use one of {known}")
+
+
+class DatasetNotPreparedError(FileNotFoundError):
+    """A TFDS catalog dataset is missing from data_dir (this code never downloads)."""
+
+
+def catalog_builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
+    """`tfds.builder(name, data_dir=...)`, raising `DatasetNotPreparedError` if not prepared."""
+    hide_gpus_from_tensorflow()
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.DatasetNotFoundError as e:
+        raise ValueError(f"dataset {name!r} is not in the TFDS catalog: {e}") from e
+    if not builder.is_prepared():
+        root = str(builder.data_dir_root)
+        raise DatasetNotPreparedError(
+            f"TFDS dataset {name!r} is not prepared in data_dir {root!r} (looked in "
+            f"{builder.data_dir!r}) and this code never downloads. On a machine with internet "
+            f"run `tfds build {name} --data_dir {root}` (or `tfds.builder({name!r}, "
+            f"data_dir=...).download_and_prepare()`), then copy the resulting "
+            f"'{name.split('/')[0]}' folder into {root!r} here, or set config.data_dir to "
+            f"where it already is."
+        )
+    return builder
