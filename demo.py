@@ -28,6 +28,9 @@ def main() -> int:
     from absl import logging as absl_logging
 
     absl_logging.set_verbosity(absl_logging.WARNING)
+    import tensorflow_datasets as tfds
+
+    tfds.disable_progress_bar()  # our own bar is the one to watch
     import jax
 
     from transformer_jax import data, models, sampling

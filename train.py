@@ -47,6 +47,9 @@ def main(argv: list[str]) -> int:
 
     # Our own progress lines at INFO; library chatter (orbax, TF) at WARNING and above.
     absl_logging.set_verbosity(absl_logging.WARNING)
+    import tensorflow_datasets as tfds
+
+    tfds.disable_progress_bar()  # our own bar is the one to watch
     logging.getLogger("transformer_jax").setLevel(logging.INFO)
     try:
         summary = train_and_evaluate(FLAGS.config, FLAGS.workdir)

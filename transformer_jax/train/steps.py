@@ -95,13 +95,21 @@ def forward_stats(
     if objective == "mlm_nsp":
         if nsp_logits is None:
             raise ValueError("objective='mlm_nsp' needs a classifier: ModelConfig.num_labels=2.")
-        row_weight = jnp.any(batch["weights"] > 0, axis=-1).astype(jnp.float32)  # [B]
+        row_weight = _nsp_rows(batch)  # [B]
         _, nsp_nll = smoothed_cross_entropy(nsp_logits, batch["nsp_labels"])  # [B]
         correct = (jnp.argmax(nsp_logits, -1) == batch["nsp_labels"]).astype(jnp.float32)
         stats["nsp_loss"] = jnp.sum(nsp_nll * row_weight)
         stats["nsp_correct"] = jnp.sum(correct * row_weight)
         stats["nsp_weight"] = jnp.sum(row_weight)
     return stats
+
+
+def _nsp_rows(batch: dict[str, jax.Array]) -> jax.Array:
+    """[B] float: 1 for real sentence-pair rows, 0 for the padding rows of a last eval batch
+    (those are all zeros, segment ids included)."""
+    if "segment_ids" in batch:
+        return (batch["segment_ids"][:, 0] > 0).astype(jnp.float32)
+    return jnp.any(batch["weights"] > 0, axis=-1).astype(jnp.float32)
 
 
 def _objective(stats: dict[str, jax.Array], totals: dict[str, jax.Array]) -> jax.Array:
@@ -116,7 +124,7 @@ def _global_totals(batch: dict[str, jax.Array], objective: str, axis_name: str |
     weights = batch["weights"].astype(jnp.float32)
     totals = {"weight": jnp.sum(weights)}
     if objective == "mlm_nsp":
-        totals["nsp_weight"] = jnp.sum(jnp.any(weights > 0, axis=-1).astype(jnp.float32))
+        totals["nsp_weight"] = jnp.sum(_nsp_rows(batch))
     return _psum(totals, axis_name)
 
 
