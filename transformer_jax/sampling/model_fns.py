@@ -1,0 +1,82 @@
+"""The two functions the loops need from a model: prefill and tokens_to_logits.
+
+    prefill(prompts [B, P], lengths [B], cache) -> (logits [B, V], cache)
+        one parallel pass over the right-padded prompt block at positions 0..P-1; returns the
+        logits at each row's last real token (position lengths[b] - 1).
+    tokens_to_logits(tokens [B, 1], positions [B, 1], cache) -> (logits [B, 1, V], cache)
+
+Slot j of the cache holds position j and queries see slots <= their position, so the pads'
+stale keys/values are never seen: row b's first new token is written at position lengths[b],
+over the first pad.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from transformer_jax.sampling.loop import TokensToLogits
+
+Prefill = Callable[[jax.Array, jax.Array, Any], tuple[jax.Array, Any]]
+
+
+def _last_real(logits: jax.Array, lengths: jax.Array) -> jax.Array:
+    """[B, P, V] -> [B, V] at position lengths[b] - 1 of each row."""
+    index = (lengths - 1)[:, None, None]  # [B, 1, 1]
+    return jnp.take_along_axis(logits, index, axis=1)[:, 0]  # [B, V]
+
+
+def _prompt_positions(prompts: jax.Array) -> jax.Array:
+    return jnp.broadcast_to(jnp.arange(prompts.shape[1]), prompts.shape)  # [B, P]
+
+
+def decoder_only_fns(model: nn.Module, params: Any) -> tuple[Prefill, TokensToLogits]:
+    """(prefill, tokens_to_logits) of a DecoderOnly model."""
+    variables = {"params": params}
+
+    def tokens_to_logits(tokens, positions, cache):  # [B, T], [B, T] -> [B, T, V]
+        return model.apply(variables, tokens, positions, cache, method="decode")
+
+    def prefill(prompts, lengths, cache):
+        logits, cache = tokens_to_logits(prompts, _prompt_positions(prompts), cache)  # [B, P, V]
+        return _last_real(logits, lengths), cache
+
+    return prefill, tokens_to_logits
+
+
+def encoder_decoder_fns(
+    model: nn.Module, params: Any, src: jax.Array, step_src: jax.Array | None = None
+) -> tuple[Prefill, TokensToLogits]:
+    """(prefill, tokens_to_logits) of an EncoderDecoder model for sources src [B, S].
+
+    The prefill encodes `src` and runs the decoder prompt (the start token); that first
+    cached call stores the cross-attention keys/values, which later steps reuse
+    (encoded=None). `step_src` [B', S] is the source seen by the steps (for the cross-attention
+    padding mask) when their batch differs, e.g. repeated per beam; defaults to `src`.
+    """
+    variables = {"params": params}
+    step_src = src if step_src is None else step_src
+
+    def prefill(prompts, lengths, cache):
+        encoded = model.apply(variables, src, method="encode")  # [B, S, D]
+        logits, cache = model.apply(
+            variables,
+            prompts,
+            encoded,
+            src,
+            positions=_prompt_positions(prompts),
+            cache=cache,
+            method="decode",
+        )  # [B, P, V]
+        return _last_real(logits, lengths), cache
+
+    def tokens_to_logits(tokens, positions, cache):  # [B, T], [B, T] -> [B, T, V]
+        return model.apply(
+            variables, tokens, None, step_src, positions=positions, cache=cache, method="decode"
+        )
+
+    return prefill, tokens_to_logits
