@@ -311,3 +311,16 @@ def test_other_entry_point_checks():
     no_pad = BART.replace(pad_id=None)
     with pytest.raises(ValueError, match="pad_id is None so pads cannot be masked"):
         generate(no_pad, None, [[1, 2], [3]], max_new_tokens=3, temperature=0.0, bos_id=BOS)
+
+
+def test_pad_id_is_never_generated_unless_it_is_eos():
+    """A model that prefers its pad id above all: the sampler still never emits it (the
+    uncached forward masks pad keys, so a generated pad would break cached == uncached)."""
+    cfg = presets.get("gpt-tiny").replace(pad_id=0, max_len=32, output_bias=True)
+    params = models.init_params(cfg, jax.random.key(0))
+    params = {**params, "logits_bias": params["logits_bias"].at[0].set(1e4)}
+    tokens, lengths = generate(cfg, params, [[5, 6]], max_new_tokens=6, temperature=0.0)
+    assert lengths[0] == 6 and 0 not in tokens[0].tolist()
+    # With eos_id == pad_id the pad is the end-of-sequence token and may be produced.
+    tokens, lengths = generate(cfg, params, [[5, 6]], max_new_tokens=6, temperature=0.0, eos_id=0)
+    assert lengths[0] == 1 and tokens[0, 0] == 0

@@ -92,12 +92,31 @@ def _prepare(
     return block, row_lengths, src, pad
 
 
-def _model_fns(config: ModelConfig, params: Any, src: jax.Array | None, repeat: int = 1):
+def _model_fns(
+    config: ModelConfig, params: Any, src: jax.Array | None, repeat: int = 1, eos_id=None
+):
+    """(prefill, tokens_to_logits) for the model; the pad id (unless it doubles as EOS) is
+    never produced: the uncached forward masks keys holding it, so a generated pad would make
+    cached and uncached decoding disagree, and it is no real token of the tokenizer."""
     model = models.build(config)
     if src is None:
-        return decoder_only_fns(model, params)
-    step_src = None if repeat == 1 else jnp.repeat(src, repeat, axis=0)  # [B * W, S]
-    return encoder_decoder_fns(model, params, src, step_src)
+        prefill, step = decoder_only_fns(model, params)
+    else:
+        step_src = None if repeat == 1 else jnp.repeat(src, repeat, axis=0)  # [B * W, S]
+        prefill, step = encoder_decoder_fns(model, params, src, step_src)
+    blocked = config.pad_id if config.pad_id is not None and config.pad_id != eos_id else None
+    if blocked is None:
+        return prefill, step
+
+    def blocked_prefill(prompts, lengths, cache):
+        logits, cache = prefill(prompts, lengths, cache)  # [B, V]
+        return logits.at[..., blocked].set(-jnp.inf), cache
+
+    def blocked_step(tokens, positions, cache):
+        logits, cache = step(tokens, positions, cache)  # [B, T, V]
+        return logits.at[..., blocked].set(-jnp.inf), cache
+
+    return blocked_prefill, blocked_step
 
 
 @functools.partial(jax.jit, static_argnames=("config", "max_new_tokens", "eos_id", "pad_id"))
@@ -105,7 +124,7 @@ def _generate_jit(
     params, prompts, lengths, src, rng, settings, *, config, max_new_tokens, eos_id, pad_id
 ):
     """-> (tokens [B, N], lengths [B], loop steps [])."""
-    prefill, tokens_to_logits = _model_fns(config, params, src)
+    prefill, tokens_to_logits = _model_fns(config, params, src, eos_id=eos_id)
     batch, width = prompts.shape  # [B, P]
     cache = models.init_cache(config, batch, width + max_new_tokens)
     logits, cache = prefill(prompts, lengths, cache)  # [B, V]
@@ -142,8 +161,8 @@ def _beam_jit(
     vocab_limit,
 ):
     """-> (best tokens [B, N], lengths [B], scores [B], loop steps [])."""
-    prefill, _ = _model_fns(config, params, src)
-    _, tokens_to_logits = _model_fns(config, params, src, repeat=beam_size)
+    prefill, _ = _model_fns(config, params, src, eos_id=eos_id)
+    _, tokens_to_logits = _model_fns(config, params, src, repeat=beam_size, eos_id=eos_id)
     batch, width = prompts.shape  # [B, P]
     cache = models.init_cache(config, batch, width + max_new_tokens)
     logits, cache = prefill(prompts, lengths, cache)  # [B, V]; cache repeated per beam later
