@@ -18,6 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags  # noqa: E402
 
 FLAGS = flags.FLAGS
+MASK_TEXT = "[MASK]"
 flags.DEFINE_string("workdir", None, "A workdir written by train.py.")
 flags.DEFINE_string("prompt", None, "Prompt (decoder-only), source text (encoder-decoder) or "
                     "text with [MASK] tokens (encoder-only).")  # fmt: skip
@@ -47,6 +48,17 @@ def read_prompts(prompt: str | None, prompt_file: str | None) -> list[str]:
     return prompts
 
 
+def encode_with_masks(tokenizer, text: str) -> list[int]:
+    """Token ids of `text` with each literal "[MASK]" replaced by the mask id (the tokenizer
+    itself never turns text into the mask id: it is a control symbol)."""
+    ids: list[int] = []
+    for i, part in enumerate(text.split(MASK_TEXT)):
+        if i:
+            ids.append(tokenizer.mask_id)
+        ids.extend(tokenizer.encode(part))
+    return ids
+
+
 def run(workdir: str, prompts: list[str], **options) -> list[str]:
     """Returns the lines to print (one block per prompt and sample)."""
     from transformer_jax import data, models, sampling
@@ -55,9 +67,9 @@ def run(workdir: str, prompts: list[str], **options) -> list[str]:
     model_cfg, params, step = wd.load_params(workdir, options.get("step"))
     tokenizer = data.Tokenizer.load(os.path.join(workdir, wd.TOKENIZER_FILE))
     model = models.build(model_cfg)
-    ids = [tokenizer.encode(p) for p in prompts]
     lines = [f"# {workdir} (step {step}, {model_cfg.arch})"]
     if model_cfg.arch == "encoder":
+        ids = [encode_with_masks(tokenizer, p) for p in prompts]
         top_k = options.get("top_k") or 5
         results = sampling.fill_mask(
             model, params, ids, tokenizer.mask_id, top_k, vocab_limit=tokenizer.vocab_size
@@ -74,6 +86,7 @@ def run(workdir: str, prompts: list[str], **options) -> list[str]:
                 lines.append(f"  position {m.position}: {cands}")
         return lines
 
+    ids = [tokenizer.encode(p) for p in prompts]
     if model_cfg.arch == "encoder_decoder":
         ids = [row + [tokenizer.eos_id] for row in ids]
     common = dict(
@@ -106,7 +119,7 @@ def run(workdir: str, prompts: list[str], **options) -> list[str]:
         if model_cfg.arch == "decoder":
             lines.append(f"> {prompt}{text}")
         else:
-            lines.append(f"> {prompt}\n= {text}")
+            lines.extend([f"> {prompt}", f"= {text}"])
     return lines
 
 
