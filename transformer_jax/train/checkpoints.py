@@ -1,29 +1,85 @@
 """orbax checkpoints of the train state, with the checks orbax does not make.
 
-* Only FINALIZED steps count: a step directory without orbax's `commit_success.txt` (a save
-  killed half-way, a half-copied folder) is never taken as the latest step.
-* Restores are checked against the expected tree (the model built from the config): every
-  parameter path must exist with the same shape and dtype, else a `CheckpointMismatchError`
-  names the path and both shapes/dtypes (orbax would silently cast dtypes).
-* Saves are asynchronous; `close()` (always called by the trainer, on every exit path)
-  waits for them.
+Layout of DIR (= WORKDIR/checkpoints):
+
+    DIR/<step>/                 orbax: state/, _CHECKPOINT_METADATA, commit_success.txt
+    DIR/<step>/checksums.json   ours: sha256 of every file of the step and of every array
+    DIR/checksums_format.json   ours: written before the first save of this code
+    DIR/untrusted/              step directories moved aside (never deleted by this code)
+
+A step is TRUSTED, i.e. a candidate for resuming, only if
+  * its directory carries orbax's commit marker `commit_success.txt` (a save killed half-way
+    leaves `<step>.orbax-checkpoint-tmp-*`, a half-copied folder may lack the marker), and
+  * it has its `checksums.json`, written atomically (temp file + rename) only after orbax
+    finalized the step; a step killed in between is not trusted. Directories written before
+    checksums existed (listed as `legacy_steps` in `checksums_format.json`, or any directory
+    without that file) are trusted without checksums, with a warning.
+On restore, before any array is read: every parameter path must exist with the config's shape
+and dtype (`CheckpointMismatchError` names the path and both shapes/dtypes; orbax itself would
+cast dtypes silently); every file listed in the manifest must exist with its size and sha256
+(`CheckpointCorruptError` names the step and the file). After reading, the sha256 of every
+array's bytes must match the manifest (else the error names the step and parameter path).
+`restore_latest` falls back to the previous trusted step on corruption, or fails, as asked.
+
+Saves run in one background thread: the state is copied to host on the caller's thread, then
+the thread writes it with orbax (synchronously, so the rename that finalizes the step is done
+when it returns), writes the manifest, and only then deletes steps beyond `max_to_keep`
+(so a kill at any moment leaves the previous trusted step in place). `wait()` and `close()`
+join the thread and re-raise its errors; the trainer calls `close()` on every exit path.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import hashlib
+import json
+import logging
 import os
+import shutil
+import threading
+import time
+import uuid
 from typing import Any
 
 import flax
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+log = logging.getLogger(__name__)
+
 COMMIT_MARKER = "commit_success.txt"
+MANIFEST_FILE = "checksums.json"
+FORMAT_FILE = "checksums_format.json"
+UNTRUSTED_DIR = "untrusted"
+ORBAX_TMP_MARKER = ".orbax-checkpoint-tmp"
+ON_CORRUPT = ("fallback", "fail")
+_FORMAT = 1
+_CHUNK = 1 << 23  # file hashing reads 8 MiB at a time
 
 
 class CheckpointMismatchError(ValueError):
     """A checkpoint does not fit the model/optimizer built from the current config."""
+
+
+class CheckpointCorruptError(ValueError):
+    """A checkpoint's files or arrays do not match its checksum manifest, or cannot be read."""
+
+    def __init__(self, step: int, directory: str, problems: list[str]):
+        self.step = step
+        self.problems = problems
+        shown = "; ".join(problems[:5]) + (
+            f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
+        )
+        super().__init__(
+            f"Checkpoint step {step} in {directory} is corrupt: {shown}. Delete or move that "
+            "step directory to resume from an older one (corrupt_checkpoint='fallback' does "
+            "this automatically), or restore it from a backup."
+        )
+
+
+# ----------------------------------------------------------------------------- trees
 
 
 def _path_str(path: tuple) -> str:
@@ -31,96 +87,435 @@ def _path_str(path: tuple) -> str:
 
 
 def to_host_tree(state: Any) -> dict:
-    """TrainState (or any flax struct) -> nested dict of numpy arrays."""
+    """TrainState (or any flax struct) -> nested dict of numpy arrays (a host copy)."""
     return jax.tree_util.tree_map(np.asarray, flax.serialization.to_state_dict(state))
 
 
+def abstract_tree(state: Any) -> dict:
+    """TrainState/dict of arrays or ShapeDtypeStructs -> nested dict of ShapeDtypeStructs."""
+    tree = state if isinstance(state, dict) else flax.serialization.to_state_dict(state)
+    return jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(np.shape(x), jnp.dtype(x.dtype)), tree
+    )
+
+
+def _flat(tree: Any) -> dict[str, Any]:
+    return {_path_str(p): x for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _params_first(path: str) -> tuple[int, str]:
+    return (0 if path.startswith("params/") else 1, path)
+
+
 def check_compatible(expected: Any, found: Any, step: int) -> None:
-    """Raises CheckpointMismatchError naming the first path whose shape/dtype differ."""
-    exp = {_path_str(p): x for p, x in jax.tree_util.tree_flatten_with_path(expected)[0]}
-    got = {_path_str(p): x for p, x in jax.tree_util.tree_flatten_with_path(found)[0]}
-    missing = sorted(set(exp) - set(got))
-    extra = sorted(set(got) - set(exp))
+    """Raises CheckpointMismatchError naming the first path (parameters first) whose presence,
+    shape or dtype differ between `expected` (from the config) and `found` (the checkpoint)."""
+    exp, got = _flat(expected), _flat(found)
+    hint = (
+        "Use the config the checkpoint was trained with (WORKDIR/config.json and "
+        "model_config.json), or start in a new workdir."
+    )
+    missing = sorted(set(exp) - set(got), key=_params_first)
+    extra = sorted(set(got) - set(exp), key=_params_first)
     if missing or extra:
         raise CheckpointMismatchError(
-            f"Checkpoint step {step} does not match the config's model: missing paths "
-            f"{missing[:5]}, unexpected paths {extra[:5]}. Restore with the config it was "
-            "trained with, or start in a new workdir."
+            f"Checkpoint step {step} does not match the config's model: parameter paths the "
+            f"config expects but the checkpoint lacks: {missing[:5]} ({len(missing)} in all); "
+            f"paths in the checkpoint the config lacks: {extra[:5]} ({len(extra)} in all). " + hint
         )
-    for path, e in exp.items():
-        g = got[path]
-        if tuple(e.shape) != tuple(g.shape) or np.dtype(e.dtype) != np.dtype(g.dtype):
-            raise CheckpointMismatchError(
-                f"Checkpoint step {step}, parameter {path}: checkpoint has shape "
-                f"{tuple(g.shape)} dtype {np.dtype(g.dtype)}, the config expects shape "
-                f"{tuple(e.shape)} dtype {np.dtype(e.dtype)}. Use the config the checkpoint "
-                "was trained with (see config.json in the workdir) or a new workdir."
-            )
+    bad = []
+    for path in sorted(exp, key=_params_first):
+        e, g = exp[path], got[path]
+        if tuple(e.shape) != tuple(g.shape) or jnp.dtype(e.dtype) != jnp.dtype(g.dtype):
+            bad.append((path, e, g))
+    if bad:
+        path, e, g = bad[0]
+        more = f" ({len(bad) - 1} more paths differ)" if len(bad) > 1 else ""
+        raise CheckpointMismatchError(
+            f"Checkpoint step {step}, parameter {path}: the checkpoint has shape "
+            f"{tuple(g.shape)} dtype {jnp.dtype(g.dtype)}, the config expects shape "
+            f"{tuple(e.shape)} dtype {jnp.dtype(e.dtype)}{more}. " + hint
+        )
+
+
+def _array_sha256(x: np.ndarray) -> str:
+    data = np.ascontiguousarray(x).reshape(-1).view(np.uint8)  # no copy when contiguous
+    return hashlib.sha256(data).hexdigest()
+
+
+def array_digests(tree: Any) -> dict[str, dict]:
+    """{path: {shape, dtype, sha256 of the array's bytes}} of a host tree."""
+    return {
+        path: {"shape": list(np.shape(x)), "dtype": str(x.dtype), "sha256": _array_sha256(x)}
+        for path, x in _flat(tree).items()
+    }
+
+
+def _file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_digests(step_dir: str) -> dict[str, dict]:
+    """{relative path: {size, sha256}} of every file under `step_dir` except the manifest."""
+    out = {}
+    for root, dirs, files in os.walk(step_dir):
+        dirs.sort()
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            rel = os.path.relpath(path, step_dir)
+            if rel == MANIFEST_FILE or rel.startswith(MANIFEST_FILE + "."):
+                continue
+            out[rel] = {"size": os.path.getsize(path), "sha256": _file_sha256(path)}
+    return out
+
+
+def verify_files(step_dir: str, files: dict[str, dict]) -> list[str]:
+    """Problems (missing, truncated/extended, changed files) against a manifest's file list."""
+    problems = []
+    for rel, want in sorted(files.items()):
+        path = os.path.join(step_dir, rel)
+        if not os.path.isfile(path):
+            problems.append(f"file {rel} is missing")
+            continue
+        size = os.path.getsize(path)
+        if size != want["size"]:
+            problems.append(f"file {rel} has {size} bytes, {want['size']} were written")
+        elif _file_sha256(path) != want["sha256"]:
+            problems.append(f"file {rel} does not match its sha256 (changed on disk)")
+    return problems
+
+
+def _atomic_write_json(path: str, obj: Any) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(os.path.dirname(path), os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+# ----------------------------------------------------------------------------- manager
 
 
 class Checkpoints:
-    """Save/restore the train state in `directory` (one sub-directory per step)."""
+    """Save/restore the train state in `directory` (one sub-directory per step).
 
-    def __init__(self, directory: str, *, max_to_keep: int = 3, async_save: bool = True):
+    `primary`: whether this process writes manifests and deletes old steps (default: process
+    0). Every process must call `save` for the same steps (orbax saves are collective).
+    """
+
+    def __init__(
+        self,
+        directory: str,
+        *,
+        max_to_keep: int = 3,
+        async_save: bool = True,
+        primary: bool | None = None,
+    ):
         self.directory = os.path.abspath(directory)
+        self.max_to_keep = max_to_keep
+        self.primary = jax.process_index() == 0 if primary is None else primary
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, enable_async_checkpointing=async_save, create=True
+            max_to_keep=None, enable_async_checkpointing=False, create=True
         )
-        self._manager = ocp.CheckpointManager(self.directory, options=options)
+        self._manager = ocp.CheckpointManager(
+            self.directory,
+            item_handlers={"state": ocp.StandardCheckpointHandler()},
+            options=options,
+        )
+        self._lock = threading.Lock()  # orbax manager calls: main thread and save thread
+        self._executor = (
+            concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="checkpoint-save")
+            if async_save
+            else None
+        )
+        self._pending: concurrent.futures.Future | None = None
+
+    # --------------------------------------------------------------------- listing
+
+    def _step_dir(self, step: int) -> str:
+        return os.path.join(self.directory, str(step))
+
+    def _legacy_steps(self) -> set[int] | None:
+        """Steps trusted without a manifest; None: the directory predates manifests."""
+        path = os.path.join(self.directory, FORMAT_FILE)
+        if not os.path.exists(path):
+            return None
+        with open(path) as f:
+            return set(json.load(f).get("legacy_steps", []))
+
+    def step_status(self) -> dict[int, str]:
+        """Every step directory -> 'trusted', 'legacy' (trusted without checksums),
+        'no_commit_marker' or 'no_manifest' (both untrusted)."""
+        legacy = self._legacy_steps()
+        out = {}
+        names = os.listdir(self.directory) if os.path.isdir(self.directory) else []
+        for name in names:
+            path = os.path.join(self.directory, name)
+            if not name.isdigit() or not os.path.isdir(path):
+                continue  # orbax tmp dirs, untrusted/, our files
+            step = int(name)
+            if not os.path.exists(os.path.join(path, COMMIT_MARKER)):
+                out[step] = "no_commit_marker"
+            elif os.path.exists(os.path.join(path, MANIFEST_FILE)):
+                out[step] = "trusted"
+            elif legacy is None or step in legacy:
+                out[step] = "legacy"
+            else:
+                out[step] = "no_manifest"
+        return dict(sorted(out.items()))
 
     def finalized_steps(self) -> list[int]:
         """Steps whose directory carries orbax's commit marker, ascending."""
-        self._manager.reload()
-        steps = []
-        for step in self._manager.all_steps():
-            if os.path.exists(os.path.join(self.directory, str(step), COMMIT_MARKER)):
-                steps.append(int(step))
-        return sorted(steps)
+        return [s for s, v in self.step_status().items() if v != "no_commit_marker"]
+
+    def trusted_steps(self) -> list[int]:
+        """Finalized steps with a checksum manifest (or legacy ones), ascending."""
+        return [s for s, v in self.step_status().items() if v in ("trusted", "legacy")]
 
     def latest_step(self) -> int | None:
-        steps = self.finalized_steps()
+        steps = self.trusted_steps()
         return steps[-1] if steps else None
 
+    def remove_partial_saves(self) -> list[str]:
+        """Deletes orbax temp directories left by killed saves (primary only; call when no
+        save is running). Returns the removed names."""
+        if not self.primary or not os.path.isdir(self.directory):
+            return []
+        removed = []
+        for name in sorted(os.listdir(self.directory)):
+            if ORBAX_TMP_MARKER in name:
+                shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+                removed.append(name)
+        return removed
+
+    # --------------------------------------------------------------------- saving
+
     def save(self, step: int, state: Any, *, force: bool = False) -> None:
-        """Starts an async save of `state` (a host tree or a TrainState) at `step`."""
-        tree = state if isinstance(state, dict) else to_host_tree(state)
-        self._manager.save(
-            step, args=ocp.args.Composite(state=ocp.args.StandardSave(tree)), force=force
+        """Saves `state` (a TrainState, or a dict of arrays that is not mutated afterwards) as
+        `step`: host copy now, the writing in the background (or now, if not async). Waits for
+        the previous save first and re-raises its error. `force` is accepted for compatibility.
+        """
+        del force
+        self.wait()
+        tree = jax.tree_util.tree_map(np.asarray, state if isinstance(state, dict) else
+                                      flax.serialization.to_state_dict(state))  # fmt: skip
+        if self._executor is None:
+            self._write(step, tree)
+        else:
+            self._pending = self._executor.submit(self._write, step, tree)
+
+    def _ensure_format_file(self) -> None:
+        path = os.path.join(self.directory, FORMAT_FILE)
+        if self.primary and not os.path.exists(path):
+            legacy = [s for s, v in self.step_status().items() if v == "legacy"]
+            os.makedirs(self.directory, exist_ok=True)
+            _atomic_write_json(path, {"format": _FORMAT, "legacy_steps": legacy})
+
+    def _move_aside(self, step: int, reason: str) -> str:
+        """Moves a step directory into DIR/untrusted/ (kept for inspection, never deleted)."""
+        target = os.path.join(
+            self.directory, UNTRUSTED_DIR, f"{step}-{reason}-{time.strftime('%Y%m%d-%H%M%S')}"
         )
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        if os.path.exists(target):
+            target += f"-{uuid.uuid4().hex[:6]}"
+        os.rename(self._step_dir(step), target)
+        log.warning("Moved checkpoint step %d (%s) to %s", step, reason, target)
+        return target
+
+    def _write(self, step: int, tree: dict) -> None:
+        try:
+            arrays = array_digests(tree) if self.primary else None
+            step_dir = self._step_dir(step)
+            with self._lock:
+                if self.primary:
+                    self._ensure_format_file()
+                    if os.path.exists(step_dir):  # an untrusted or corrupt leftover
+                        self._move_aside(step, "replaced")
+                self._manager.reload()
+                self._manager.save(
+                    step, args=ocp.args.Composite(state=ocp.args.StandardSave(tree)), force=True
+                )
+            if self.primary:
+                manifest = {
+                    "format": _FORMAT,
+                    "step": step,
+                    "arrays": arrays,
+                    "files": file_digests(step_dir),
+                }
+                _atomic_write_json(os.path.join(step_dir, MANIFEST_FILE), manifest)
+                self._apply_retention()
+        except Exception as e:
+            raise RuntimeError(
+                f"Saving checkpoint step {step} in {self.directory} failed: {e}"
+            ) from e
+
+    def _apply_retention(self) -> None:
+        """Deletes trusted steps older than the newest `max_to_keep` trusted ones."""
+        if not self.max_to_keep:
+            return
+        old = self.trusted_steps()[: -self.max_to_keep]
+        for step in old:
+            # Rename first (orbax ignores non-numeric names), so a kill mid-delete never
+            # leaves a half-deleted directory that looks like a step.
+            doomed = os.path.join(self.directory, f".deleting-{step}-{uuid.uuid4().hex[:8]}")
+            os.rename(self._step_dir(step), doomed)
+            shutil.rmtree(doomed, ignore_errors=True)
+        if old:
+            with self._lock:
+                self._manager.reload()
+        for name in os.listdir(self.directory):  # leftovers of a delete that was killed
+            if name.startswith(".deleting-"):
+                shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+
+    def wait(self) -> None:
+        """Blocks until the pending save is on disk (manifest included); re-raises its error."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        """Waits for the pending save and releases the manager."""
+        try:
+            self.wait()
+        finally:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+            self._manager.close()
+
+    # --------------------------------------------------------------------- restoring
+
+    def _manifest(self, step: int) -> dict | None:
+        path = os.path.join(self._step_dir(step), MANIFEST_FILE)
+        if not os.path.exists(path):
+            return None
+        try:
+            with open(path) as f:
+                manifest = json.load(f)
+            manifest["arrays"], manifest["files"]  # noqa: B018 - presence check
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise CheckpointCorruptError(
+                step, self.directory, [f"{MANIFEST_FILE} is unreadable ({e})"]
+            ) from None
+        return manifest
+
+    def _found_tree(self, step: int, manifest: dict | None) -> Any:
+        """Shapes/dtypes stored for `step` (from the manifest, else orbax's metadata)."""
+        if manifest is not None:
+            return {
+                path: jax.ShapeDtypeStruct(tuple(a["shape"]), jnp.dtype(a["dtype"]))
+                for path, a in manifest["arrays"].items()
+            }
+        try:
+            with self._lock:
+                metadata = self._manager.item_metadata(step)["state"]
+        except Exception as e:  # noqa: BLE001 - any failure to read is corruption here
+            raise CheckpointCorruptError(
+                step, self.directory, [f"orbax metadata is unreadable ({_first_line(e)})"]
+            ) from e
+        return _flat(getattr(metadata, "tree", metadata))
+
+    def _read(self, step: int, expected: dict, prefix: str | None) -> dict:
+        """Checks, reads and verifies `step`; returns the host tree (or its `prefix` subtree),
+        checked against `expected` (a tree of arrays or ShapeDtypeStructs)."""
+        step_dir = self._step_dir(step)
+        if not os.path.isdir(step_dir):
+            raise FileNotFoundError(f"No checkpoint step {step} in {self.directory}")
+        manifest = self._manifest(step)
+        found = self._found_tree(step, manifest)
+        if prefix is not None:
+            found = {
+                p[len(prefix) + 1 :]: x for p, x in found.items() if p.startswith(prefix + "/")
+            }
+        check_compatible(_flat(expected), found, step)  # before reading any array
+        problems = verify_files(step_dir, manifest["files"]) if manifest is not None else []
+        try:
+            with self._lock:
+                restored = self._manager.restore(
+                    step, args=ocp.args.Composite(state=ocp.args.StandardRestore())
+                )["state"]
+        except Exception as e:  # noqa: BLE001 - a failed read of a checked layout is corruption
+            raise CheckpointCorruptError(
+                step, self.directory, problems + [f"orbax could not read it ({_first_line(e)})"]
+            ) from e
+        if prefix is not None:
+            if prefix not in restored:
+                raise CheckpointMismatchError(f"Checkpoint step {step} holds no {prefix!r}.")
+            restored = restored[prefix]
+        check_compatible(expected, restored, step)
+        if manifest is not None:
+            for path, x in _flat(restored).items():
+                key = path if prefix is None else f"{prefix}/{path}"
+                if _array_sha256(x) != manifest["arrays"][key]["sha256"]:
+                    problems.append(f"parameter {key} does not match its sha256")
+        else:
+            log.warning("Checkpoint step %d has no checksums (written before they existed).", step)
+        if problems:
+            raise CheckpointCorruptError(step, self.directory, problems)
+        return restored
 
     def restore(self, step: int, target: Any) -> Any:
-        """Restores `step` into the structure of `target` (a TrainState or dict), checked."""
-        expected = to_host_tree(target) if not isinstance(target, dict) else target
-        metadata = self._manager.item_metadata(step)
-        found = metadata["state"] if metadata is not None and "state" in metadata else None
-        if found is not None:
-            check_compatible(expected, found, step)
-        abstract = jax.tree_util.tree_map(
-            lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), expected
-        )
-        restored = self._manager.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
-        )["state"]
-        check_compatible(expected, restored, step)
+        """Restores `step` into the structure of `target` (a TrainState or dict, of arrays or
+        ShapeDtypeStructs): numpy arrays, checked and verified (see the module docstring)."""
+        restored = self._read(step, abstract_tree(target), None)
         if isinstance(target, dict):
             return restored
         return flax.serialization.from_state_dict(target, restored)
 
+    def restore_latest(
+        self, target: Any, *, on_corrupt: str = "fallback"
+    ) -> tuple[int | None, Any]:
+        """(step, state) of the newest intact trusted step, or (None, None) if there is none.
+
+        A corrupt step raises (on_corrupt='fail') or is skipped with a warning, falling back
+        to the previous trusted step ('fallback'); if every trusted step is corrupt, raises.
+        Untrusted steps (no commit marker, no manifest) are skipped with a warning.
+        """
+        if on_corrupt not in ON_CORRUPT:
+            raise ValueError(f"on_corrupt={on_corrupt!r} must be one of {ON_CORRUPT}")
+        status = self.step_status()
+        trusted = [s for s, v in status.items() if v in ("trusted", "legacy")]
+        newest = trusted[-1] if trusted else -1
+        for step, why in status.items():
+            if why not in ("trusted", "legacy") and step > newest:
+                log.warning(
+                    "Ignoring checkpoint step %d in %s: %s (an interrupted save or copy).",
+                    step, self.directory, why.replace("_", " "),
+                )  # fmt: skip
+        errors = []
+        for step in reversed(trusted):
+            try:
+                return step, self.restore(step, target)
+            except CheckpointCorruptError as e:
+                if on_corrupt == "fail":
+                    raise
+                log.warning("%s Falling back to the previous checkpoint.", e)
+                errors.append(e)
+        if errors:
+            raise CheckpointCorruptError(
+                errors[-1].step,
+                self.directory,
+                [f"every checkpoint ({', '.join(str(e.step) for e in errors)}) is corrupt"]
+                + [p for e in errors for p in e.problems],
+            )
+        return None, None
+
     def restore_params(self, step: int, expected_params: Any) -> Any:
         """Only the parameters of `step` (numpy), checked against `expected_params` (a tree of
-        arrays or ShapeDtypeStructs) — for inference, where no optimizer exists."""
-        restored = self._manager.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore())
-        )["state"]
-        if "params" not in restored:
-            raise CheckpointMismatchError(f"Checkpoint step {step} holds no 'params'.")
-        check_compatible(expected_params, restored["params"], step)
-        return restored["params"]
+        arrays or ShapeDtypeStructs) and verified — for inference, where no optimizer exists."""
+        return self._read(step, abstract_tree(expected_params), "params")
 
-    def wait(self) -> None:
-        self._manager.wait_until_finished()
 
-    def close(self) -> None:
-        """Waits for pending saves and releases the manager."""
-        self._manager.wait_until_finished()
-        self._manager.close()
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"[:500]

@@ -1,22 +1,26 @@
 """train_and_evaluate(config, workdir): the training loop behind train.py.
 
-Exit behaviour (train.py maps these to exit codes; see README "Resume, preemption, NaN"):
+Exit behaviour (train.py maps these to exit codes; see README "Resume, preemption and NaN
+handling"):
   * finished: the last step is checkpointed and all saves are on disk;
-  * SIGTERM: the current step is saved, the save waited for, then `Preempted` is raised;
+  * SIGTERM while training (compilation and evaluation included): the current step is saved
+    (an interrupted evaluation is skipped), the save waited for, then `Preempted` is raised;
+    SIGTERM before training starts (data preparation, restore) raises `Preempted` at once, as
+    there is nothing new to save;
   * a NaN/Inf loss or gradient: `NonFiniteError` names the step; no non-finite state is ever
     saved (metrics are checked before every save), so the last checkpoint is the last good one;
-  * any exception: pending async saves are finished before it propagates.
+  * a bad config, or a checkpoint that does not fit it or is corrupt: `ValueError` before
+    any training step;
+  * any exception: the pending checkpoint save is finished before it propagates.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -38,35 +42,65 @@ class NonFiniteError(RuntimeError):
 
 
 class Preempted(RuntimeError):
-    """SIGTERM received; the state was saved at `step`."""
+    """SIGTERM received; the state at `step` is on disk (or reproducible: step 0)."""
 
-    def __init__(self, step: int):
-        super().__init__(f"Preempted by SIGTERM; state saved at step {step}. Rerun to resume.")
+    def __init__(self, step: int | None):
+        if step is None:
+            msg = "Preempted by SIGTERM before training started; nothing new to save."
+        else:
+            msg = f"Preempted by SIGTERM; state saved at step {step}."
+        super().__init__(msg + " Rerun the same command to resume.")
         self.step = step
 
 
-@contextlib.contextmanager
-def _sigterm_flag() -> Iterator[threading.Event]:
-    """Sets the yielded event on SIGTERM (main thread only; elsewhere nothing is installed)."""
-    event = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield event
-        return
-    previous = signal.signal(signal.SIGTERM, lambda *_: event.set())
-    try:
-        yield event
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+class _SigtermGuard:
+    """SIGTERM handling for one train_and_evaluate call (main thread only; elsewhere nothing
+    is installed). Before `training()`: raises Preempted at once (nothing to save). After:
+    sets `event`, which the loop checks between steps and evaluation batches."""
+
+    def __init__(self):
+        self.event = threading.Event()
+        self._raise = True
+        self._previous = None
+
+    def training(self) -> None:
+        self._raise = False
+
+    def _handler(self, signum, frame) -> None:
+        del signum, frame
+        first = not self.event.is_set()
+        self.event.set()
+        if first and self._raise:
+            raise Preempted(None)
+
+    def __enter__(self) -> _SigtermGuard:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
 
 
 def _row_lengths(config: ml_collections.ConfigDict, model_cfg) -> tuple[int, int | None]:
     return config.max_length, (config.max_length if model_cfg.arch == "encoder_decoder" else None)
 
 
-def evaluate(p_eval, params, eval_source, num_devices: int, max_batches: int | None) -> dict:
-    """Sums the eval stats over (up to max_batches of) the eval split; returns means."""
+def evaluate(
+    p_eval,
+    params,
+    eval_source,
+    num_devices: int,
+    max_batches: int | None,
+    stop: threading.Event | None = None,
+) -> dict | None:
+    """Sums the eval stats over (up to max_batches of) the eval split; returns means, or None
+    when `stop` is set between batches (SIGTERM: the evaluation is abandoned)."""
     totals: dict[str, float] = {}
     for i, batch in enumerate(eval_source.iterate_eval()):
+        if stop is not None and stop.is_set():
+            return None
         if max_batches is not None and i >= max_batches:
             break
         stats = jax.device_get(unreplicate(p_eval(params, shard(batch, num_devices))))
@@ -94,12 +128,20 @@ def _datasets(data, config: ml_collections.ConfigDict, workdir: str):
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """Trains `config` in `workdir`, resuming from its latest finalized checkpoint."""
+    """Trains `config` in `workdir`, resuming from its latest intact trusted checkpoint."""
     from transformer_jax import data  # TF import deferred: not needed to build models
 
+    # Every check that needs no data happens before anything is written or compiled.
     run_config.validate(config)
+    data.validate_config(config)
+    run_config.model_config(config, config.vocab_size)  # position limit, objective vs arch
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
+    with _SigtermGuard() as guard:
+        return _train(config, workdir, data, guard)
+
+
+def _train(config, workdir: str, data, guard: _SigtermGuard) -> dict[str, Any]:
     is_chief = jax.process_index() == 0
     num_local = jax.local_device_count()
 
@@ -124,32 +166,49 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         grad_clip_norm=config.grad_clip_norm,
     )
     base_rng = jax.random.key(config.seed)
-    params = jax.jit(lambda r: models.init_params(model_cfg, r))(jax.random.fold_in(base_rng, 0))
-    state = steps.init_train_state(params, tx)
+    init_rng = jax.random.fold_in(base_rng, 0)
+
+    def init_state():
+        return steps.init_train_state(models.init_params(model_cfg, init_rng), tx)
+
+    def fresh_state():
+        params = jax.jit(lambda r: models.init_params(model_cfg, r))(init_rng)
+        return steps.init_train_state(params, tx)
 
     ckpt = checkpoints.Checkpoints(
         os.path.join(workdir, wd.CHECKPOINT_DIR),
         max_to_keep=config.keep_checkpoints,
         async_save=config.async_checkpoints,
+        primary=is_chief,
     )
     writer = metrics.MetricWriter(workdir, enabled=is_chief)
     try:
-        latest = ckpt.latest_step()
-        if latest is not None:
-            state = ckpt.restore(latest, state)
+        for name in ckpt.remove_partial_saves():
+            log.warning("Removed %s: a checkpoint save that was interrupted.", name)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("transformer_jax:checkpoints_cleaned")
+        # Shapes and dtypes only: a checkpoint is checked against them before any compute.
+        abstract = jax.eval_shape(init_state)
+        latest, state = ckpt.restore_latest(abstract, on_corrupt=config.corrupt_checkpoint)
+        if latest is None:
+            state = fresh_state()
+        else:
             log.info("Resumed from step %d in %s", latest, ckpt.directory)
+        guard.training()
         return _run(
             config, model, model_cfg, tx, schedule, state, base_rng, train_source,
-            eval_source, ckpt, writer, num_local, is_chief,
+            eval_source, ckpt, writer, num_local, is_chief, guard.event,
         )  # fmt: skip
     finally:
-        ckpt.close()  # waits for async saves on every exit path
+        ckpt.close()  # waits for the pending save on every exit path
         writer.close()
 
 
 def _run(
     config, model, model_cfg, tx, schedule, state, base_rng, train_source, eval_source,
-    ckpt, writer, num_local, is_chief,
+    ckpt, writer, num_local, is_chief, sigterm,
 ) -> dict[str, Any]:  # fmt: skip
     start_step = int(state.step)
     total_steps = config.num_train_steps
@@ -180,7 +239,8 @@ def _run(
     pending: list[tuple[int, Any]] = []  # (step number after the update, device metrics)
     summary: dict[str, Any] = {"step": start_step, "compile_seconds": None}
     timer = {"time": None, "steps": 0}
-    last_saved = start_step if start_step else None
+    # The state at start_step is on disk, or (step 0) reproducible from the seed.
+    last_saved = start_step
 
     def flush() -> dict[str, float] | None:
         """Fetches pending metrics, stops on non-finite, writes means; returns the last."""
@@ -191,10 +251,13 @@ def _run(
         pending.clear()
         for s, m in zip(done, fetched, strict=True):
             if not m["finite"] and not config.skip_nonfinite:
+                ckpt.wait()  # so that the last checkpoint named below is on disk
                 raise NonFiniteError(
-                    f"Non-finite loss or gradient at step {s} (loss sum {m['loss']}, grad norm "
-                    f"{m['grad_norm']}). Last checkpoint: step {ckpt.latest_step()}. Lower "
-                    "learning_rate, enable grad_clip_norm, or set skip_nonfinite=True."
+                    f"Non-finite loss or gradient at step {s} (the update from step {s - 1}; "
+                    f"loss sum {m['loss']}, grad norm {m['grad_norm']}). Nothing after the "
+                    f"last good checkpoint was saved; last checkpoint: step "
+                    f"{ckpt.latest_step()}. Lower learning_rate, enable grad_clip_norm, or set "
+                    "skip_nonfinite=True to skip such updates."
                 )
         totals = {k: sum(float(m[k]) for m in fetched) for k in fetched[0]}
         out = steps.summarize(totals)
@@ -218,8 +281,16 @@ def _run(
     def save(step: int) -> None:
         nonlocal last_saved
         flush()  # raises before a non-finite state could be saved
-        ckpt.save(step, checkpoints.to_host_tree(unreplicate(replicated)), force=True)
-        last_saved = step
+        if last_saved != step:
+            ckpt.save(step, checkpoints.to_host_tree(unreplicate(replicated)))
+            last_saved = step
+
+    def preempt(step: int) -> None:
+        save(step)
+        ckpt.wait()
+        writer.flush()
+        log.warning("SIGTERM: saved step %d; exiting.", step)
+        raise Preempted(step)
 
     progress = tqdm.tqdm(
         total=total_steps,
@@ -230,17 +301,18 @@ def _run(
         dynamic_ncols=True,
     )
     if start_step >= total_steps:  # already done: report the final evaluation again
-        summary["eval"] = evaluate(
-            p_eval, replicated.params, eval_source, num_local, config.num_eval_batches
+        result = evaluate(
+            p_eval, replicated.params, eval_source, num_local, config.num_eval_batches, sigterm
         )
+        if result is None:
+            raise Preempted(start_step)
+        summary["eval"] = result
         return summary
     batches = train_source.iterate(start_step)
-    with _sigterm_flag() as sigterm, progress:
+    with progress:
         for step in range(start_step, total_steps):
             if sigterm.is_set():
-                save(step)
-                ckpt.wait()
-                raise Preempted(step)
+                preempt(step)
             batch = shard(next(batches), num_local)
             if summary["compile_seconds"] is None:
                 t0 = time.perf_counter()
@@ -266,10 +338,19 @@ def _run(
                     )
             if done % config.eval_every_steps == 0 or done == total_steps:
                 flush()
-                summary["eval"] = evaluate(
-                    p_eval, replicated.params, eval_source, num_local, config.num_eval_batches
+                result = evaluate(
+                    p_eval,
+                    replicated.params,
+                    eval_source,
+                    num_local,
+                    config.num_eval_batches,
+                    sigterm,
                 )
-                writer.write(done, "eval", summary["eval"])
+                if result is None:
+                    log.warning("SIGTERM during the evaluation at step %d: skipped.", done)
+                    preempt(done)
+                summary["eval"] = result
+                writer.write(done, "eval", result)
                 timer["time"], timer["steps"] = time.perf_counter(), 0
             if done % config.checkpoint_every_steps == 0 or done == total_steps:
                 save(done)
