@@ -1,0 +1,290 @@
+"""Attention: masks, dot-product attention (grouped heads), MultiHeadAttention, KV cache.
+
+Sizes are distinct on every axis (B=3, T=4, S=5, N=6, H=7, K in {6, 2, 1}) so that a
+transposed or mixed-up axis cannot pass.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from transformer_jax.config import ModelConfig
+from transformer_jax.nn import attention as A
+
+B, T, S, N, H = 3, 4, 5, 6, 7
+D = N * H  # 42
+
+
+def _qkv(num_kv, q_len=T, seed=0):
+    rng = np.random.default_rng(seed)
+    q = rng.standard_normal((B, q_len, N, H)).astype(np.float32)
+    k = rng.standard_normal((B, S, num_kv, H)).astype(np.float32)
+    v = rng.standard_normal((B, S, num_kv, H)).astype(np.float32)
+    return q, k, v
+
+
+# Every query row keeps at least one key (fully masked rows have their own test).
+KEY_VALID = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 0, 1, 1, 0]], bool)  # [B, S]
+Q_SEG = np.array([[1, 1, 2, 2], [1, 2, 3, 3], [2, 2, 2, 1]])  # [B, T]
+K_SEG = np.array([[1, 1, 1, 2, 2], [3, 2, 1, 1, 3], [1, 2, 2, 1, 0]])  # [B, S]
+POSITIONS = np.array([[0, 1, 2, 3], [1, 2, 3, 4], [4, 4, 0, 2]])  # [B, T] query positions
+
+
+def test_padding_mask():
+    m = np.asarray(A.padding_mask(jnp.asarray(KEY_VALID)))
+    assert m.shape == (B, 1, 1, S)
+    np.testing.assert_array_equal(m[:, 0, 0], KEY_VALID)
+
+
+def test_causal_mask():
+    m = np.asarray(A.causal_mask(S))
+    assert m.shape == (1, 1, S, S)
+    expected = np.array([[j <= i for j in range(S)] for i in range(S)])
+    np.testing.assert_array_equal(m[0, 0], expected)
+
+
+def test_segment_mask():
+    m = np.asarray(A.segment_mask(jnp.asarray(Q_SEG), jnp.asarray(K_SEG)))
+    assert m.shape == (B, 1, T, S)
+    for b in range(B):
+        for t in range(T):
+            for s in range(S):
+                assert m[b, 0, t, s] == (Q_SEG[b, t] == K_SEG[b, s])
+
+
+def test_cache_mask():
+    m = np.asarray(A.cache_mask(jnp.asarray(POSITIONS), S))
+    assert m.shape == (B, 1, T, S)
+    for b in range(B):
+        for t in range(T):
+            np.testing.assert_array_equal(m[b, 0, t], np.arange(S) <= POSITIONS[b, t])
+
+
+def test_combine_masks():
+    assert A.combine_masks(None, None) is None
+    pad = A.padding_mask(jnp.asarray(KEY_VALID))
+    assert A.combine_masks(None, pad) is pad
+    seg = A.segment_mask(jnp.asarray(Q_SEG), jnp.asarray(K_SEG))
+    got = np.asarray(A.combine_masks(pad, None, seg))
+    np.testing.assert_array_equal(got, KEY_VALID[:, None, None, :] & np.asarray(seg))
+
+
+def _mask(kind):
+    """(query length, mask) for each kind of mask the models build."""
+    pad = KEY_VALID[:, None, None, :]
+    seg = (Q_SEG[:, :, None] == K_SEG[:, None, :])[:, None]
+    if kind == "none":
+        return T, None
+    if kind == "padding":
+        return T, pad
+    if kind == "segment":
+        return T, seg
+    if kind == "padding+segment":
+        return T, pad & seg
+    if kind == "cache":
+        return T, (np.arange(S)[None, None, :] <= POSITIONS[:, :, None])[:, None]
+    if kind == "causal+padding":  # self-attention: T == S
+        return S, np.tril(np.ones((S, S), bool))[None, None] & pad
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("num_kv", [N, 2, 1], ids=["mha", "gqa", "mqa"])
+@pytest.mark.parametrize(
+    "kind", ["none", "padding", "segment", "padding+segment", "cache", "causal+padding"]
+)
+def test_dot_product_attention_matches_numpy(ref, num_kv, kind):
+    q_len, mask = _mask(kind)
+    if mask is not None:
+        assert mask.any(-1).all(), "test setup: no fully masked rows here"
+    q, k, v = _qkv(num_kv, q_len)
+    got = A.dot_product_attention(q, k, v, None if mask is None else jnp.asarray(mask))
+    assert got.shape == (B, q_len, N, H) and got.dtype == jnp.float32
+    want = ref.attention(*ref.f64((q, k, v)), mask)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
+
+
+def test_grouped_heads_use_kv_head_n_over_group_size():
+    # With K=2 and N=6, query heads 0-2 read kv head 0 and heads 3-5 read kv head 1: zeroing
+    # kv head 1 must zero the output of heads 3-5 only.
+    q, k, v = _qkv(2)
+    v[:, :, 1] = 0.0
+    out = np.asarray(A.dot_product_attention(q, k, v))
+    assert np.all(out[:, :, 3:] == 0.0)
+    assert np.all(np.abs(out[:, :, :3]).sum(-1) > 0)
+
+
+def test_dot_product_attention_rejects_ungroupable_heads():
+    q, _, _ = _qkv(N)
+    _, k, v = _qkv(4)
+    with pytest.raises(ValueError, match="6 query heads cannot share 4"):
+        A.dot_product_attention(q, k, v)
+
+
+def test_fully_masked_rows_give_finite_values_and_gradients(ref):
+    q, k, v = _qkv(2)
+    mask = np.ones((B, 1, T, S), bool)
+    mask[0, 0, 1] = False  # one query row of batch 0 sees nothing
+    mask[2] = False  # every query row of batch 2 sees nothing
+    mask[1, 0, :, 3:] = False
+    m = jnp.asarray(mask)
+    out = np.asarray(A.dot_product_attention(q, k, v, m))
+    assert np.isfinite(out).all()
+    # Rows that do have keys are untouched by their fully masked neighbours.
+    want = ref.attention(*ref.f64((q, k, v)), mask)
+    ok = mask.any(-1)[:, 0]  # [B, T]
+    np.testing.assert_allclose(out[ok], want[ok], rtol=1e-5, atol=1e-5)
+
+    def loss(q, k, v):
+        return jnp.sum(A.dot_product_attention(q, k, v, m) ** 2)
+
+    grads = jax.grad(loss, argnums=(0, 1, 2))(q, k, v)
+    for g in grads:
+        assert np.isfinite(np.asarray(g)).all()
+
+
+def test_bfloat16_inputs_compute_in_bfloat16_close_to_float32():
+    q, k, v = _qkv(2)
+    q16, k16, v16 = (jnp.asarray(a, jnp.bfloat16) for a in (q, k, v))
+    mask = jnp.asarray(KEY_VALID[:, None, None, :])
+    out16 = A.dot_product_attention(q16, k16, v16, mask)
+    assert out16.dtype == jnp.bfloat16
+    # The reference sees the same bf16-rounded inputs; what remains is bf16 rounding of the
+    # products and the weights (8-bit mantissa, unit roundoff 2^-8 ~ 0.4%): a few roundoffs.
+    out32 = A.dot_product_attention(*(a.astype(jnp.float32) for a in (q16, k16, v16)), mask)
+    err = np.abs(np.asarray(out16, np.float32) - np.asarray(out32)).max()
+    assert err < 4 * 2**-8 * np.abs(np.asarray(out32)).max()
+
+
+# ------------------------------------------------------------------- MultiHeadAttention
+def _config(**overrides):
+    fields = dict(
+        arch="encoder_decoder",
+        vocab_size=11,
+        d_model=D,
+        num_heads=N,
+        num_kv_heads=2,
+        d_ff=13,
+        num_layers=1,
+        max_len=9,
+        dropout_rate=0.0,
+    )
+    return ModelConfig(**{**fields, **overrides})
+
+
+def _mha_params(ref, cfg, x, seed=1):
+    module = A.MultiHeadAttention(cfg)
+    shapes = jax.eval_shape(lambda: module.init(jax.random.key(0), x, None)["params"])
+    return module, ref.random_params(shapes, seed=seed, scale=0.3)
+
+
+def test_mha_param_shapes():
+    cfg = _config()
+    x = jnp.zeros((B, T, D))
+    params = A.MultiHeadAttention(cfg).init(jax.random.key(0), x, None)["params"]
+    shapes = jax.tree.map(lambda a: a.shape, params)
+    assert shapes == {
+        "query": {"kernel": (D, N, H), "bias": (N, H)},
+        "key": {"kernel": (D, 2, H), "bias": (2, H)},
+        "value": {"kernel": (D, 2, H), "bias": (2, H)},
+        "out": {"kernel": (N, H, D), "bias": (D,)},
+    }
+    assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(params))
+    no_bias = A.MultiHeadAttention(_config(use_bias=False)).init(jax.random.key(0), x, None)
+    assert not [p for p in jax.tree_util.tree_leaves_with_path(no_bias) if "bias" in str(p[0])]
+
+
+@pytest.mark.parametrize("num_kv", [N, 2])
+def test_mha_self_and_cross_attention_match_numpy(ref, num_kv):
+    cfg = _config(num_kv_heads=num_kv)
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((B, T, D)).astype(np.float32)
+    enc = rng.standard_normal((B, S, D)).astype(np.float32)
+    module, params = _mha_params(ref, cfg, x)
+    p64 = ref.f64(params)
+
+    self_mask = np.tril(np.ones((T, T), bool))[None, None] & KEY_VALID[:, None, None, :T]
+    out, kv = module.apply({"params": params}, x, jnp.asarray(self_mask))
+    assert out.shape == (B, T, D) and kv.k.shape == (B, T, num_kv, H)
+    want = ref.mha(p64, x.astype(np.float64), self_mask)
+    np.testing.assert_allclose(np.asarray(out), want, rtol=1e-4, atol=1e-4)
+
+    cross_mask = KEY_VALID[:, None, None, :]
+    kv = module.apply({"params": params}, enc, method=A.MultiHeadAttention.project_kv)
+    assert kv.k.shape == (B, S, num_kv, H)
+    out, _ = module.apply({"params": params}, x, jnp.asarray(cross_mask), kv=kv)
+    want = ref.mha(p64, x.astype(np.float64), cross_mask, enc.astype(np.float64))
+    np.testing.assert_allclose(np.asarray(out), want, rtol=1e-4, atol=1e-4)
+
+
+def test_kv_cache_zeros_and_write():
+    cfg = _config()
+    cache = A.KVCache.zeros(cfg, B, S)
+    assert cache.k.shape == (B, S, 2, H) and cache.k.dtype == jnp.float32
+    assert not np.asarray(cache.k).any() and not np.asarray(cache.v).any()
+    assert A.KVCache.zeros(cfg.replace(dtype="bfloat16"), B, S).v.dtype == jnp.bfloat16
+    rng = np.random.default_rng(3)
+    new_k = rng.standard_normal((B, 2, 2, H)).astype(np.float32)
+    new_v = rng.standard_normal((B, 2, 2, H)).astype(np.float32)
+    index = np.array([0, 3, 1])
+    out = cache.write(A.KVCache(k=jnp.asarray(new_k), v=jnp.asarray(new_v)), jnp.asarray(index))
+    want_k = np.zeros((B, S, 2, H), np.float32)
+    want_v = np.zeros((B, S, 2, H), np.float32)
+    for b, i in enumerate(index):
+        want_k[b, i : i + 2] = new_k[b]
+        want_v[b, i : i + 2] = new_v[b]
+    np.testing.assert_array_equal(np.asarray(out.k), want_k)
+    np.testing.assert_array_equal(np.asarray(out.v), want_v)
+
+
+def test_mha_incremental_cache_equals_full_causal_attention(ref):
+    cfg = _config()
+    x = np.random.default_rng(4).standard_normal((B, T, D)).astype(np.float32)
+    module, params = _mha_params(ref, cfg, x)
+    full, full_kv = module.apply({"params": params}, x, A.causal_mask(T))
+
+    cache = A.KVCache.zeros(cfg, B, S)  # one slot more than needed: stale zeros stay hidden
+    outs = []
+    for start, stop in [(0, 2), (2, 3), (3, 4)]:
+        positions = jnp.broadcast_to(jnp.arange(start, stop), (B, stop - start))
+        out, cache = module.apply(
+            {"params": params},
+            x[:, start:stop],
+            A.cache_mask(positions, S),
+            cache=cache,
+            cache_index=jnp.full((B,), start),
+        )
+        outs.append(out)
+    np.testing.assert_allclose(np.concatenate(outs, 1), full, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(cache.k[:, :T]), full_kv.k, rtol=1e-6, atol=1e-6)
+    assert not np.asarray(cache.v[:, T:]).any()
+
+
+def test_mha_cache_without_index_raises(ref):
+    cfg = _config()
+    x = jnp.zeros((B, 1, D))
+    module, params = _mha_params(ref, cfg, x)
+    with pytest.raises(ValueError, match="cache_index"):
+        module.apply({"params": params}, x, None, cache=A.KVCache.zeros(cfg, B, S))
+
+
+def test_attention_dropout(ref):
+    cfg = _config(attention_dropout_rate=0.5)
+    x = np.random.default_rng(5).standard_normal((B, T, D)).astype(np.float32)
+    module, params = _mha_params(ref, cfg, x)
+    variables = {"params": params}
+    plain = A.MultiHeadAttention(cfg.replace(attention_dropout_rate=0.0))
+    base, _ = plain.apply(variables, x, None)
+    det, _ = module.apply(variables, x, None)  # deterministic=True is the default
+    np.testing.assert_array_equal(det, base)
+
+    def dropped(seed):
+        rngs = {"dropout": jax.random.key(seed)}
+        return module.apply(variables, x, None, deterministic=False, rngs=rngs)[0]
+
+    a, a2, b = dropped(0), dropped(0), dropped(1)
+    np.testing.assert_array_equal(a, a2)
+    assert np.abs(np.asarray(a) - base).max() > 1e-2
+    assert np.abs(np.asarray(a) - np.asarray(b)).max() > 1e-2

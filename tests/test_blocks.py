@@ -1,0 +1,218 @@
+"""Blocks: norms, activations, feed-forward and one Transformer layer against NumPy.
+
+Sizes: B=2, T=3, S=5, N=4 heads of H=5 (D=20), F=7.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from transformer_jax.config import ModelConfig
+from transformer_jax.nn import blocks
+from transformer_jax.nn.attention import KVCache, cache_mask, causal_mask
+
+B, T, S, N, H, F = 2, 3, 5, 4, 5, 7
+D = N * H
+
+
+def _config(**overrides):
+    fields = dict(
+        arch="encoder_decoder",
+        vocab_size=13,
+        d_model=D,
+        num_heads=N,
+        d_ff=F,
+        num_layers=1,
+        max_len=11,
+        dropout_rate=0.0,
+    )
+    return ModelConfig(**{**fields, **overrides})
+
+
+def _x(shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32) * 2 + 0.5
+
+
+def _init(ref, module, *args, seed=1, **kwargs):
+    shapes = jax.eval_shape(lambda: module.init(jax.random.key(0), *args, **kwargs)["params"])
+    return ref.random_params(shapes, seed=seed, scale=0.3)
+
+
+@pytest.mark.parametrize("norm", ["layernorm", "rmsnorm"])
+def test_norm_matches_formula(ref, norm):
+    cfg = _config(norm=norm, norm_eps=1e-3)  # a large eps, so that dropping it shows
+    x = _x((B, T, D)) * 0.05
+    module = blocks.make_norm(cfg, "n")
+    params = _init(ref, module, x)
+    names = {"layernorm": {"scale", "bias"}, "rmsnorm": {"scale"}}[norm]
+    assert set(params) == names and params["scale"].shape == (D,)
+    got = module.apply({"params": params}, x)
+    x64, p64 = x.astype(np.float64), ref.f64(params)
+    if norm == "layernorm":  # (x - mean) / sqrt(var + eps) * scale + bias
+        mu = x64.mean(-1, keepdims=True)
+        want = (x64 - mu) / np.sqrt(x64.var(-1, keepdims=True) + 1e-3) * p64["scale"]
+        want = want + p64["bias"]
+    else:  # x / sqrt(mean(x^2) + eps) * scale
+        want = x64 / np.sqrt((x64**2).mean(-1, keepdims=True) + 1e-3) * p64["scale"]
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-5)
+
+
+def test_activations_match_formulas():
+    xs = [-2.5, -0.3, 0.0, 0.7, 3.1]
+    x = jnp.asarray(xs, jnp.float32)
+    formulas = {
+        "relu": lambda v: max(v, 0.0),
+        "gelu": lambda v: 0.5 * v * (1 + math.erf(v / math.sqrt(2))),
+        "gelu_tanh": lambda v: (
+            0.5 * v * (1 + math.tanh(math.sqrt(2 / math.pi) * (v + 0.044715 * v**3)))
+        ),
+        "silu": lambda v: v / (1 + math.exp(-v)),
+    }
+    assert set(blocks.ACTIVATIONS) == set(formulas)
+    for name, f in formulas.items():
+        got = np.asarray(blocks.ACTIVATIONS[name](x))
+        np.testing.assert_allclose(got, [f(v) for v in xs], rtol=1e-6, atol=1e-6, err_msg=name)
+    # The exact and tanh GELUs differ by more than the tolerance above: each name is its own.
+    gap = blocks.ACTIVATIONS["gelu"](x) - blocks.ACTIVATIONS["gelu_tanh"](x)
+    assert float(jnp.abs(gap).max()) > 1e-4
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(activation="relu"),
+        dict(activation="gelu_tanh", use_bias=False),
+        dict(activation="silu", gated_ffn=True),
+    ],
+    ids=["relu", "gelu_tanh-nobias", "silu-gated"],
+)
+def test_feed_forward_matches_numpy(ref, overrides):
+    cfg = _config(**overrides)
+    x = _x((B, T, D))
+    module = blocks.FeedForward(cfg)
+    params = _init(ref, module, x)
+    expected = {"wi", "wo"} | ({"wi_gate"} if cfg.gated_ffn else set())
+    assert set(params) == expected
+    assert params["wi"]["kernel"].shape == (D, F) and params["wo"]["kernel"].shape == (F, D)
+    assert ("bias" in params["wi"]) == cfg.use_bias
+    got = module.apply({"params": params}, x)
+    want = ref.ffn(cfg, ref.f64(params), x.astype(np.float64))
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-4)
+
+
+def test_dense_bias_override():
+    cfg = _config(use_bias=False)
+    x = jnp.ones((1, D))
+    with_bias = blocks.dense(cfg, 3, "d", use_bias=True).init(jax.random.key(0), x)["params"]
+    without = blocks.dense(cfg, 3, "d").init(jax.random.key(0), x)["params"]
+    assert set(with_bias) == {"kernel", "bias"} and set(without) == {"kernel"}
+
+
+LAYER_CASES = {
+    "post-ln encoder": (dict(norm_placement="post", activation="gelu"), False),
+    "pre-ln encoder": (dict(norm_placement="pre", activation="gelu_tanh"), False),
+    "post-ln decoder": (dict(norm_placement="post"), True),
+    "pre-ln gqa-rms-gated decoder": (
+        dict(
+            norm_placement="pre", num_kv_heads=2, norm="rmsnorm", gated_ffn=True, activation="silu"
+        ),
+        True,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(LAYER_CASES))
+def test_transformer_layer_matches_numpy(ref, case):
+    overrides, cross = LAYER_CASES[case]
+    cfg = _config(**overrides)
+    x, enc = _x((B, T, D), 2), _x((B, S, D), 3)
+    key_valid = np.array([[1, 1, 0], [1, 1, 1]], bool)
+    src_valid = np.array([[1, 1, 1, 1, 1], [1, 0, 1, 1, 0]], bool)
+    mask = key_valid[:, None, None, :]
+    if cross:
+        mask = mask & np.tril(np.ones((T, T), bool))[None, None]
+    cross_mask = src_valid[:, None, None, :] if cross else None
+    module = blocks.TransformerLayer(cfg, cross=cross)
+    kwargs = dict(encoded=enc, cross_mask=cross_mask) if cross else {}
+    params = _init(ref, module, x, mask, **kwargs)
+    expected = {"self_attn", "self_attn_norm", "ffn", "ffn_norm"}
+    assert set(params) == expected | ({"cross_attn", "cross_attn_norm"} if cross else set())
+    got, cache = module.apply({"params": params}, x, jnp.asarray(mask), **kwargs)
+    assert cache is None
+    want = ref.layer(
+        cfg, ref.f64(params), x.astype(np.float64), mask, enc.astype(np.float64), cross_mask
+    )
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-4)
+
+
+def test_post_and_pre_ln_differ(ref):
+    # Same parameters, different wiring: the outputs must differ (the switch is live).
+    x = _x((B, T, D), 4)
+    post = blocks.TransformerLayer(_config(norm_placement="post"))
+    pre = blocks.TransformerLayer(_config(norm_placement="pre"))
+    params = _init(ref, post, x, None)
+    a = post.apply({"params": params}, x, None)[0]
+    b = pre.apply({"params": params}, x, None)[0]
+    assert np.abs(np.asarray(a) - np.asarray(b)).max() > 1e-2
+
+
+def test_decoder_layer_cache_and_errors(ref):
+    cfg = _config(num_kv_heads=2)
+    caches = blocks.init_layer_caches(cfg, 3, B, S)
+    assert len(caches) == 3 and all(set(c) == {"self"} for c in caches)
+    assert caches[0]["self"].k.shape == (B, S, 2, H)
+    x, enc = _x((B, T, D), 5), _x((B, S + 1, D), 6)
+    module = blocks.TransformerLayer(cfg, cross=True)
+    params = _init(ref, module, x, causal_mask(T), encoded=enc)
+    variables = {"params": params}
+    full, _ = module.apply(variables, x, causal_mask(T), encoded=enc)
+    positions = jnp.broadcast_to(jnp.arange(T), (B, T))
+
+    out, new = module.apply(
+        variables,
+        x,
+        cache_mask(positions, S),
+        encoded=enc,
+        cache=caches[0],
+        cache_index=jnp.zeros((B,), jnp.int32),
+    )
+    np.testing.assert_allclose(np.asarray(out), np.asarray(full), rtol=1e-5, atol=1e-5)
+    assert set(new) == {"self", "cross"}
+    assert new["cross"].k.shape == (B, S + 1, 2, H)
+    # The cached cross keys/values replace `encoded` on later calls.
+    again, _ = module.apply(
+        variables,
+        x,
+        cache_mask(positions, S),
+        cache={"self": caches[0]["self"], "cross": new["cross"]},
+        cache_index=jnp.zeros((B,), jnp.int32),
+    )
+    np.testing.assert_allclose(np.asarray(again), np.asarray(out), rtol=1e-6, atol=1e-6)
+    assert isinstance(new["self"], KVCache)
+    with pytest.raises(ValueError, match="encoded"):
+        module.apply(variables, x, causal_mask(T))
+
+
+def test_residual_dropout(ref):
+    cfg = _config(dropout_rate=0.3)
+    x = _x((B, T, D), 7)
+    module = blocks.TransformerLayer(cfg)
+    params = _init(ref, module, x, None)
+    variables = {"params": params}
+    plain = blocks.TransformerLayer(cfg.replace(dropout_rate=0.0)).apply(variables, x, None)[0]
+    # deterministic=True (the default) drops nothing.
+    np.testing.assert_array_equal(module.apply(variables, x, None)[0], plain)
+
+    def dropped(seed):
+        rngs = {"dropout": jax.random.key(seed)}
+        return np.asarray(module.apply(variables, x, None, deterministic=False, rngs=rngs)[0])
+
+    a = dropped(0)
+    np.testing.assert_array_equal(a, dropped(0))
+    assert np.abs(a - np.asarray(plain)).max() > 1e-2
+    assert np.abs(a - dropped(1)).max() > 1e-2

@@ -1,0 +1,180 @@
+"""Presets: exact published parameter counts (through jax.eval_shape, nothing allocated),
+parameter shapes by path, closed-form counts for non-preset sizes, and the preset registry."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from transformer_jax import models, presets
+from transformer_jax.config import ModelConfig
+
+
+def _shapes(cfg: ModelConfig):
+    return jax.eval_shape(lambda r: models.init_params(cfg, r), jax.random.key(0))
+
+
+@functools.cache
+def preset_shapes(name: str):
+    return _shapes(presets.get(name))
+
+
+def backbone(params) -> int:
+    heads = sum(models.count_params(params[h]) for h in models.ENCODER_HEADS if h in params)
+    return models.count_params(params) - heads
+
+
+@pytest.mark.parametrize(
+    "name, count",
+    [
+        ("gpt2-small", 124_439_808),
+        ("gpt2-medium", 354_823_168),
+        ("gpt2-large", 774_030_080),
+        ("gpt2-xl", 1_557_611_200),
+        ("bert-base", 110_106_428),
+        ("bart-base", 139_420_416),
+        ("bart-large", 406_291_456),
+    ],
+)
+def test_published_parameter_counts(name, count):
+    assert models.count_params(preset_shapes(name)) == count
+
+
+@pytest.mark.parametrize("name, count", [("bert-base", 109_482_240), ("bert-large", 335_141_888)])
+def test_bert_backbone_counts(name, count):
+    # HF BertModel (embeddings + encoder + pooler), without the pretraining heads.
+    params = preset_shapes(name)
+    assert {"mlm_transform", "mlm_norm", "logits_bias", "classifier", "pooler"} <= set(params)
+    assert backbone(params) == count
+
+
+@pytest.mark.parametrize("name, paper", [("transformer-base", 65e6), ("transformer-big", 213e6)])
+def test_paper_transformer_within_five_percent(name, paper):
+    count = models.count_params(preset_shapes(name))
+    assert abs(count - paper) / paper < 0.05
+
+
+def _get(tree, path):
+    for key in path.split("/"):
+        tree = tree[key]
+    return tree
+
+
+@pytest.mark.parametrize(
+    "name, path, shape",
+    [
+        ("gpt2-small", "token_embed/embedding", (50257, 768)),
+        ("gpt2-small", "decoder/embed/pos_embed/embedding", (1024, 768)),
+        ("gpt2-small", "decoder/layer_11/self_attn/query/kernel", (768, 12, 64)),
+        ("gpt2-small", "decoder/layer_11/self_attn/out/kernel", (12, 64, 768)),
+        ("gpt2-small", "decoder/layer_0/ffn/wi/kernel", (768, 3072)),
+        ("gpt2-small", "decoder/final_norm/scale", (768,)),
+        ("gpt2-xl", "decoder/layer_47/self_attn/key/kernel", (1600, 25, 64)),
+        ("bart-base", "encoder/embed/pos_embed/embedding", (1026, 768)),
+        ("bart-base", "decoder/embed/pos_embed/embedding", (1026, 768)),
+        ("bart-base", "decoder/layer_5/cross_attn/value/bias", (12, 64)),
+        ("bert-base", "encoder/embed/type_embed/embedding", (2, 768)),
+        ("bert-base", "encoder/embed/pos_embed/embedding", (512, 768)),
+        ("bert-base", "classifier/kernel", (768, 2)),
+        ("bert-base", "logits_bias", (30522,)),
+        ("transformer-big", "decoder/layer_5/ffn/wo/kernel", (4096, 1024)),
+    ],
+)
+def test_parameter_shapes_by_path(name, path, shape):
+    leaf = _get(preset_shapes(name), path)
+    assert leaf.shape == shape and leaf.dtype == jnp.float32
+
+
+def test_structural_switches_show_in_the_tree():
+    gpt, bart, paper = (preset_shapes(n) for n in ("gpt2-small", "bart-base", "transformer-base"))
+    assert "layer_12" not in gpt["decoder"] and "lm_head" not in gpt  # 12 layers, tied output
+    assert "final_norm" not in bart["encoder"] and "embed_norm" in bart["encoder"]["embed"]
+    assert "embed" not in paper["encoder"]  # sinusoidal, no embed norm: nothing to learn
+    assert "cross_attn" in paper["decoder"]["layer_0"]
+    assert "cross_attn" not in paper["encoder"]["layer_0"]
+
+
+@pytest.mark.parametrize("name", presets.names())
+def test_every_preset_builds(name):
+    params = preset_shapes(name)
+    leaves = jax.tree.leaves(params)
+    assert leaves and all(leaf.dtype == jnp.float32 for leaf in leaves)
+    cfg = presets.get(name)
+    assert params["token_embed"]["embedding"].shape == (cfg.vocab_size, cfg.d_model)
+
+
+def test_registry():
+    names = presets.names()
+    assert names == sorted(names)
+    expected = {"gpt2-small", "bert-base", "bart-base", "transformer-base", "transformer-big"}
+    assert expected | {"gpt-tiny", "bert-tiny", "bart-tiny", "transformer-tiny"} <= set(names)
+    assert presets.get("gpt2-small") is presets.PRESETS["gpt2-small"]
+    cfg = presets.get("gpt2-small", num_layers=2, dtype="bfloat16")
+    assert cfg.num_layers == 2 and cfg.dtype == "bfloat16" and cfg.d_model == 768
+    with pytest.raises(ValueError, match="d_model=770"):
+        presets.get("gpt2-small", d_model=770)
+
+
+def test_unknown_preset_names_it():
+    with pytest.raises(ValueError, match="'gpt5-huge'") as err:
+        presets.get("gpt5-huge")
+    assert "gpt2-small" in str(err.value)  # and lists what is available
+
+
+# ----------------------------------------------------------------- closed-form counts
+@pytest.mark.parametrize("V, P, d, N, L", [(101, 40, 48, 4, 3), (257, 33, 40, 5, 5)])
+def test_gpt2_closed_form(V, P, d, N, L):
+    cfg = presets.get(
+        "gpt2-small", vocab_size=V, max_len=P, d_model=d, num_heads=N, d_ff=4 * d, num_layers=L
+    )
+    # tokens + positions + L * (attention 4d^2+4d, MLP 8d^2+5d, two LayerNorms 4d) + final LN.
+    assert models.count_params(_shapes(cfg)) == V * d + P * d + L * (12 * d * d + 13 * d) + 2 * d
+
+
+def test_bert_closed_form():
+    V, P, d, F, L, types, labels = 97, 21, 32, 56, 3, 2, 3
+    cfg = presets.get(
+        "bert-base", vocab_size=V, max_len=P, d_model=d, num_heads=4, d_ff=F, num_layers=L,
+        num_labels=labels,
+    )  # fmt: skip
+    embeddings = V * d + P * d + types * d + 2 * d
+    per_layer = (4 * d * d + 4 * d) + (2 * d * F + F + d) + 4 * d
+    pooler = d * d + d
+    heads = (d * d + d) + 2 * d + V + (d * labels + labels)  # MLM transform, norm, bias; NSP
+    params = _shapes(cfg)
+    assert models.count_params(params) == embeddings + L * per_layer + pooler + heads
+    assert backbone(params) == embeddings + L * per_layer + pooler
+
+
+def test_bart_closed_form():
+    V, P, d, L_enc, L_dec = 89, 19, 32, 2, 3
+    cfg = presets.get(
+        "bart-base", vocab_size=V, max_len=P, d_model=d, num_heads=8, d_ff=4 * d,
+        num_layers=L_enc, num_decoder_layers=L_dec,
+    )  # fmt: skip
+    attn, ffn = 4 * d * d + 4 * d, 8 * d * d + 5 * d
+    embed = (P + 2) * d + 2 * d  # positions with BART's offset of 2, embedding LayerNorm
+    encoder = embed + L_enc * (attn + ffn + 4 * d)
+    decoder = embed + L_dec * (2 * attn + ffn + 6 * d)
+    assert models.count_params(_shapes(cfg)) == V * d + encoder + decoder
+
+
+@pytest.mark.parametrize("gated", [False, True])
+def test_gqa_rmsnorm_untied_closed_form(gated):
+    V, P, d, N, K, F, L = 71, 13, 30, 6, 2, 44, 2
+    H = d // N
+    cfg = ModelConfig(
+        arch="decoder", vocab_size=V, d_model=d, num_heads=N, num_kv_heads=K, d_ff=F,
+        num_layers=L, max_len=P, norm="rmsnorm", norm_placement="pre", final_norm=True,
+        gated_ffn=gated, use_bias=False, tie_embeddings=False, output_bias=True,
+    )  # fmt: skip
+    attn = d * N * H + 2 * d * K * H + N * H * d  # no biases
+    ffn = (3 if gated else 2) * d * F
+    per_layer = attn + ffn + 2 * d  # two RMSNorms: scale only
+    want = V * d + P * d + L * per_layer + d + (d * V + V)  # + final norm + lm_head with bias
+    params = _shapes(cfg)
+    assert models.count_params(params) == want
+    assert params["decoder"]["layer_1"]["self_attn"]["value"]["kernel"].shape == (d, K, H)
