@@ -207,13 +207,13 @@ def test_mha_self_and_cross_attention_match_numpy(ref, num_kv):
 
     self_mask = np.tril(np.ones((T, T), bool))[None, None] & KEY_VALID[:, None, None, :T]
     out, kv = module.apply({"params": params}, x, jnp.asarray(self_mask))
-    assert out.shape == (B, T, D) and kv.k.shape == (B, T, num_kv, H)
+    assert out.shape == (B, T, D) and kv.k.shape == (B, num_kv, T, H)  # cache layout
     want = ref.mha(p64, x.astype(np.float64), self_mask)
     np.testing.assert_allclose(np.asarray(out), want, rtol=1e-4, atol=1e-4)
 
     cross_mask = KEY_VALID[:, None, None, :]
     kv = module.apply({"params": params}, enc, method=A.MultiHeadAttention.project_kv)
-    assert kv.k.shape == (B, S, num_kv, H)
+    assert kv.k.shape == (B, num_kv, S, H)
     out, _ = module.apply({"params": params}, x, jnp.asarray(cross_mask), kv=kv)
     want = ref.mha(p64, x.astype(np.float64), cross_mask, enc.astype(np.float64))
     np.testing.assert_allclose(np.asarray(out), want, rtol=1e-4, atol=1e-4)
@@ -222,19 +222,19 @@ def test_mha_self_and_cross_attention_match_numpy(ref, num_kv):
 def test_kv_cache_zeros_and_write():
     cfg = _config()
     cache = A.KVCache.zeros(cfg, B, S)
-    assert cache.k.shape == (B, S, 2, H) and cache.k.dtype == jnp.float32
+    assert cache.k.shape == (B, 2, S, H) and cache.k.dtype == jnp.float32
     assert not np.asarray(cache.k).any() and not np.asarray(cache.v).any()
     assert A.KVCache.zeros(cfg.replace(dtype="bfloat16"), B, S).v.dtype == jnp.bfloat16
     rng = np.random.default_rng(3)
-    new_k = rng.standard_normal((B, 2, 2, H)).astype(np.float32)
+    new_k = rng.standard_normal((B, 2, 2, H)).astype(np.float32)  # [B, K, T, H]
     new_v = rng.standard_normal((B, 2, 2, H)).astype(np.float32)
     index = np.array([0, 3, 1])
     out = cache.write(A.KVCache(k=jnp.asarray(new_k), v=jnp.asarray(new_v)), jnp.asarray(index))
-    want_k = np.zeros((B, S, 2, H), np.float32)
-    want_v = np.zeros((B, S, 2, H), np.float32)
+    want_k = np.zeros((B, 2, S, H), np.float32)  # [B, K, S, H]
+    want_v = np.zeros((B, 2, S, H), np.float32)
     for b, i in enumerate(index):
-        want_k[b, i : i + 2] = new_k[b]
-        want_v[b, i : i + 2] = new_v[b]
+        want_k[b, :, i : i + 2] = new_k[b]
+        want_v[b, :, i : i + 2] = new_v[b]
     np.testing.assert_array_equal(np.asarray(out.k), want_k)
     np.testing.assert_array_equal(np.asarray(out.v), want_v)
 
@@ -258,8 +258,8 @@ def test_mha_incremental_cache_equals_full_causal_attention(ref):
         )
         outs.append(out)
     np.testing.assert_allclose(np.concatenate(outs, 1), full, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(np.asarray(cache.k[:, :T]), full_kv.k, rtol=1e-6, atol=1e-6)
-    assert not np.asarray(cache.v[:, T:]).any()
+    np.testing.assert_allclose(np.asarray(cache.k[:, :, :T]), full_kv.k, rtol=1e-6, atol=1e-6)
+    assert not np.asarray(cache.v[:, :, T:]).any()
 
 
 def test_mha_cache_without_index_raises(ref):

@@ -165,7 +165,7 @@ def test_decoder_layer_cache_and_errors(ref):
     cfg = _config(num_kv_heads=2)
     caches = blocks.init_layer_caches(cfg, 3, B, S)
     assert len(caches) == 3 and all(set(c) == {"self"} for c in caches)
-    assert caches[0]["self"].k.shape == (B, S, 2, H)
+    assert caches[0]["self"].k.shape == (B, 2, S, H)
     x, enc = _x((B, T, D), 5), _x((B, S + 1, D), 6)
     module = blocks.TransformerLayer(cfg, cross=True)
     params = _init(ref, module, x, causal_mask(T), encoded=enc)
@@ -183,7 +183,7 @@ def test_decoder_layer_cache_and_errors(ref):
     )
     np.testing.assert_allclose(np.asarray(out), np.asarray(full), rtol=1e-5, atol=1e-5)
     assert set(new) == {"self", "cross"}
-    assert new["cross"].k.shape == (B, S + 1, 2, H)
+    assert new["cross"].k.shape == (B, 2, S + 1, H)
     # The cached cross keys/values replace `encoded` on later calls.
     again, _ = module.apply(
         variables,

@@ -360,16 +360,16 @@ def test_cached_decoding_equals_uncached(cfg):
         want = full[np.arange(B), pos[:, 0]]
         assert_close(np.asarray(logits)[:, 0], want)
     k = cache[0]["self"].k
-    assert k.shape == (B, CACHE_LEN, cfg.kv_heads, cfg.head_dim) and k.dtype == jnp.float32
+    assert k.shape == (B, cfg.kv_heads, CACHE_LEN, cfg.head_dim) and k.dtype == jnp.float32
 
 
 def test_init_cache_layout_and_errors():
     cache = models.init_cache(BART, 3, 9)
     assert len(cache) == BART.decoder_layers == 2
-    assert cache[1]["self"].v.shape == (3, 9, NH, D // NH)
+    assert cache[1]["self"].v.shape == (3, NH, 9, D // NH)
     bf16 = models.init_cache(LLAMA.replace(dtype="bfloat16"), 1, 4)
     assert len(bf16) == 2 and bf16[0]["self"].k.dtype == jnp.bfloat16
-    assert bf16[0]["self"].k.shape == (1, 4, 2, D // NH)
+    assert bf16[0]["self"].k.shape == (1, 2, 4, D // NH)
     with pytest.raises(ValueError, match="Encoder-only"):
         models.init_cache(BERT, 1, 4)
     ids = jnp.ones((B, 1), jnp.int32)

@@ -284,7 +284,7 @@ class DecoderOnly(_OutputMixin, nn.Module):
     ) -> tuple[jax.Array, Cache]:
         """Cached forward pass: writes the tokens' keys/values at their positions and returns
         (logits [B, T, V], new cache). Slot j of the cache holds position j."""
-        cache_len = cache[0]["self"].k.shape[1]
+        cache_len = cache[0]["self"].length
         h, new_cache = self.decoder(
             self.token_embed(tokens), positions, cache_mask(positions, cache_len), cache=cache
         )
@@ -349,7 +349,7 @@ class EncoderDecoder(_OutputMixin, nn.Module):
         else:
             if positions is None:
                 raise ValueError("Cached decoding needs the tokens' absolute positions.")
-            mask = cache_mask(positions, cache[0]["self"].k.shape[1])
+            mask = cache_mask(positions, cache[0]["self"].length)
         h, new_cache = self.decoder(
             self.token_embed(tgt),
             positions,

@@ -107,7 +107,7 @@ class TransformerLayer(nn.Module):
             if cross_kv is None:
                 if encoded is None:
                     raise ValueError("A decoder layer with cross-attention needs `encoded`.")
-                cross_kv = self.cross_attn.project_kv(encoded)  # [B, S, K, H]
+                cross_kv = self.cross_attn.project_kv(encoded)  # [B, K, S, H]
 
             def cross_attention(h):
                 return self.cross_attn(h, cross_mask, kv=cross_kv, deterministic=deterministic)
