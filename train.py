@@ -1,9 +1,11 @@
 """Train a Transformer: `python train.py --config configs/NAME.py --workdir DIR [--config.F=V]`.
 
 With no --config the default recipe configs/gpt_tiny.py runs. A rerun with the same workdir
-resumes from its latest finalized checkpoint. Exit codes: 0 done; 1 error; 2 invalid config
-or input (ValueError); 3 non-finite loss/gradient; 75 preempted by SIGTERM (state saved:
-rerun to resume).
+resumes from its latest intact checkpoint (finalized by orbax and matching its checksums).
+Exit codes: 0 done; 1 unexpected error (pending checkpoint saves are finished first); 2
+invalid config or input (ValueError: a bad field, a dataset that is not prepared, a checkpoint
+that does not fit the config or is corrupt); 3 non-finite loss/gradient; 75 preempted by
+SIGTERM (state saved: rerun to resume).
 
 Multi-process (one process per host): --coordinator_address HOST:PORT --num_processes N
 --process_id I; on CPU add --cpu_collectives=gloo.
@@ -43,6 +45,7 @@ def main(argv: list[str]) -> int:
         jax.config.update("jax_cpu_collectives_implementation", FLAGS.cpu_collectives)
     if FLAGS.coordinator_address:
         jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+    from transformer_jax.data import DatasetNotPreparedError
     from transformer_jax.train import NonFiniteError, Preempted, train_and_evaluate
 
     # Our own progress lines at INFO; library chatter (orbax, TF) at WARNING and above.
@@ -59,7 +62,7 @@ def main(argv: list[str]) -> int:
     except NonFiniteError as e:
         print(f"train.py: {e}", file=sys.stderr)
         return EXIT_NONFINITE
-    except ValueError as e:
+    except (ValueError, DatasetNotPreparedError) as e:
         print(f"train.py: invalid configuration or input: {e}", file=sys.stderr)
         return EXIT_INVALID
     evaluation = summary.get("eval")

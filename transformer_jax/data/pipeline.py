@@ -6,6 +6,11 @@ int32 arrays cached as `.npy` under `WORKDIR/data_cache/<key>/` (key = hash of d
 identity, tokenizer, max_length, objective) -> memory-map them. Objectives that draw random
 corruption (MLM, NSP, denoising) store the clean rows and corrupt them per (seed, step, row).
 
+Text edge cases: files are decoded as UTF-8 with invalid bytes replaced by U+FFFD; empty
+documents are skipped (a split of only empty files is "empty": ValueError); lines of any
+length are encoded in full (long documents are split into rows of max_length); see
+`tokenizer.py` for the rest.
+
 Config fields read (others are ignored):
   dataset ('stdlib' if absent), data_dir, objective, vocab_size, max_length, per_device_batch_size,
   eval_batch_size, seed, num_eval_batches, mlm_probability (0.15), denoise_ratio (0.3),
@@ -38,7 +43,7 @@ log = logging.getLogger(__name__)
 OBJECTIVES = ("clm", "mlm", "mlm_nsp", "denoise", "seq2seq")
 LOCAL_DATASETS = ("stdlib", "text_files", "parallel_text")
 MIN_MAX_LENGTH = 8
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2  # 2: empty documents are skipped (they used to give an EOS-only row)
 _ENCODE_BATCH = 256
 
 
@@ -236,6 +241,8 @@ def _build_store(
     }[objective]
     packer = packing.Packer(max_length)
     for (doc,) in examples:
+        if not doc:  # an empty file: nothing to learn (and a split of them stays empty)
+            continue
         for example in make(doc, max_length, ids):
             packer.add(example)
     return packer.finish()[0]

@@ -17,6 +17,16 @@ Design for exact round trips (code keeps its indentation and newlines):
   * SentencePiece writes a space as U+2581 ("▁") and decodes every U+2581 back to a space.
     To keep a literal U+2581 (and the escape character itself) exact, text is escaped before
     encoding: U+E000 -> U+E000 U+E000, U+2581 -> U+E000 "w"; decode undoes it.
+
+Text edge cases (defined behaviour, never an error from inside SentencePiece or TensorFlow):
+  * Files are read as UTF-8 with invalid bytes (including UTF-8-encoded surrogates) replaced
+    by U+FFFD, one per bad byte; a Python `str` holding lone surrogates (which no file read
+    here can produce) has each of them replaced by U+FFFD before encoding.
+  * NUL, BOM, CR and every other code point are ordinary text and round-trip exactly.
+  * An empty document encodes to no ids (the pipeline skips it); a split with no text at all
+    is a `ValueError` naming the split.
+  * Lines of any length are encoded in full. Tokenizer TRAINING skips lines longer than
+    `max_sentence_bytes` (4192); if no line is shorter, it trains on pieces of the long ones.
 """
 
 from __future__ import annotations
@@ -44,9 +54,12 @@ TOKENIZER_FILENAME = "tokenizer.model"
 _ESC = "\ue000"
 _SPACE_MARK = "\u2581"
 _UNESCAPE = re.compile(_ESC + "(.)", re.DOTALL)
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _escape(text: str) -> str:
+    if not text.isascii() and _SURROGATE.search(text):  # unencodable: SentencePiece would fail
+        text = _SURROGATE.sub("\ufffd", text)
     if _ESC not in text and _SPACE_MARK not in text:
         return text
     return text.replace(_ESC, _ESC + _ESC).replace(_SPACE_MARK, _ESC + "w")
@@ -135,16 +148,23 @@ def _sample_lines(
 ) -> list[str]:
     """Non-empty lines of `texts` (escaped), at most `max_sentences`, sampled deterministically.
 
-    Reads at most 20 * max_sentences lines, so huge corpora stay cheap.
+    Reads at most 20 * max_sentences lines, so huge corpora stay cheap. Lines longer than
+    `max_sentence_bytes` are skipped; if no line is shorter, pieces of the long lines are used.
     """
     budget = 20 * max_sentences
     lines: list[str] = []
+    pieces: list[str] = []  # of long lines, kept only while no line fits
+    width = max(1, max_sentence_bytes // 4)  # characters: UTF-8 needs at most 4 bytes each
     for text in texts:
         for line in _escape(text).split("\n"):
             if line and len(line.encode("utf-8")) <= max_sentence_bytes:
                 lines.append(line)
+            elif line and not lines and len(pieces) < max_sentences:
+                pieces.extend(line[i : i + width] for i in range(0, len(line), width))
         if len(lines) >= budget:
             break
+    if not lines:
+        lines = pieces[:max_sentences]
     if len(lines) > max_sentences:
         keep = np.random.default_rng(seed).choice(len(lines), max_sentences, replace=False)
         lines = [lines[i] for i in np.sort(keep)]

@@ -85,8 +85,8 @@ def attend(
     """`dot_product_attention` on keys/values in the cache layout [B, K, S, H].
 
     With (B, K) leading, both products are batched matmuls over contiguous [S, H] blocks, so
-    decoding against a long cache moves no cache-sized transposes (4.5x faster per step at
-    B=16, S=2048 on CPU than the [B, S, K, H] layout).
+    decoding against a long cache moves no cache-sized transposes (bench/decode.py, batch 16,
+    512 new tokens, 2-core CPU: 9,470 tokens/s against 4,982 with a [B, S, K, H] cache).
     """
     batch, q_len, num_heads, head_dim = q.shape
     num_kv = k.shape[1]

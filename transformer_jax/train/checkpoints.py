@@ -73,9 +73,9 @@ class CheckpointCorruptError(ValueError):
             f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
         )
         super().__init__(
-            f"Checkpoint step {step} in {directory} is corrupt: {shown}. Delete or move that "
-            "step directory to resume from an older one (corrupt_checkpoint='fallback' does "
-            "this automatically), or restore it from a backup."
+            f"Checkpoint step {step} in {directory} is corrupt: {shown}. Restore that step "
+            "directory from a backup, or move it away to resume from an older step "
+            "(corrupt_checkpoint='fallback' resumes from the newest intact step by itself)."
         )
 
 

@@ -6,6 +6,8 @@ Model hyperparameters are NOT here: `model` names a preset (transformer_jax.pres
 
 from __future__ import annotations
 
+import math
+
 import ml_collections
 from ml_collections.config_dict import placeholder
 
@@ -13,6 +15,8 @@ from transformer_jax import presets
 from transformer_jax.config import ModelConfig
 from transformer_jax.train.schedules import SCHEDULES
 from transformer_jax.train.steps import OBJECTIVES
+
+CORRUPT_CHECKPOINT = ("fallback", "fail")  # see checkpoints.Checkpoints.restore_latest
 
 # Which objectives each architecture trains with.
 ARCH_OBJECTIVES = {
@@ -65,8 +69,11 @@ def default_config() -> ml_collections.ConfigDict:
     c.eval_every_steps = 200
     c.num_eval_batches = ml_collections.FieldReference(20, field_type=int)  # None: whole split
     c.checkpoint_every_steps = 200
-    c.keep_checkpoints = 3
-    c.async_checkpoints = True
+    c.keep_checkpoints = 3  # newest trusted checkpoints kept (older ones are deleted)
+    c.async_checkpoints = True  # write checkpoints in a background thread
+    # A checkpoint whose files or arrays fail their sha256 check on resume: 'fallback' resumes
+    # from the previous intact one (with a warning); 'fail' stops (train.py exit code 2).
+    c.corrupt_checkpoint = "fallback"
     c.peak_flops = placeholder(float)  # per-device peak FLOP/s (None: datasheet/measured)
     c.progress_bar = True
     return c
@@ -76,30 +83,53 @@ def _fail(field: str, value, rule: str) -> None:
     raise ValueError(f"config.{field}={value!r}: {rule}")
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
-    """Checks run settings before any data or compile work; ValueError names field and range."""
+    """Checks run settings before any data or compile work; ValueError names field and range.
+
+    (The data fields are checked by `transformer_jax.data.validate_config`, the model by
+    `model_config`; train_and_evaluate runs all three before doing any work.)"""
     if config.model not in presets.PRESETS:
         _fail("model", config.model, f"unknown preset; choose one of {presets.names()}")
     for field in ("per_device_batch_size", "eval_batch_size", "num_train_steps", "max_length"):
         value = config[field]
-        if not isinstance(value, int) or value <= 0:
-            _fail(field, value, "must be a positive integer")
+        if not _is_int(value) or value <= 0:
+            _fail(field, value, "must be a positive integer (>= 1)")
     for field in ("log_every_steps", "eval_every_steps", "checkpoint_every_steps"):
-        if not isinstance(config[field], int) or config[field] <= 0:
+        if not _is_int(config[field]) or config[field] <= 0:
             _fail(field, config[field], "must be a positive integer (steps)")
-    if config.warmup_steps < 0:
-        _fail("warmup_steps", config.warmup_steps, "must be >= 0")
+    if not _is_int(config.vocab_size) or config.vocab_size <= 0:
+        _fail("vocab_size", config.vocab_size, "must be a positive integer (>= 512 in practice)")
+    if not _is_int(config.warmup_steps) or config.warmup_steps < 0:
+        _fail("warmup_steps", config.warmup_steps, "must be an integer >= 0")
     if config.schedule not in SCHEDULES:
         _fail("schedule", config.schedule, f"must be one of {SCHEDULES}")
     if config.schedule != "constant" and config.warmup_steps == 0:
         _fail("warmup_steps", 0, f"schedule {config.schedule!r} needs warmup_steps >= 1")
-    if not config.learning_rate > 0:
-        _fail("learning_rate", config.learning_rate, "must be > 0")
+    if not _is_number(config.learning_rate) or not config.learning_rate > 0:
+        _fail("learning_rate", config.learning_rate, "must be a finite number > 0")
+    for field in ("b1", "b2"):
+        if not _is_number(config[field]) or not 0.0 <= config[field] < 1.0:
+            _fail(field, config[field], "must be in [0, 1)")
+    if not _is_number(config.eps) or not config.eps > 0:
+        _fail("eps", config.eps, "must be a finite number > 0")
+    if not _is_number(config.weight_decay) or config.weight_decay < 0:
+        _fail("weight_decay", config.weight_decay, "must be a finite number >= 0")
+    clip = config.grad_clip_norm
+    if clip is not None and (not _is_number(clip) or clip < 0):
+        _fail("grad_clip_norm", clip, "must be a finite number > 0, or 0/None for no clipping")
     if config.objective not in OBJECTIVES:
         _fail("objective", config.objective, f"must be one of {OBJECTIVES}")
     if config.dtype not in ("float32", "bfloat16"):
         _fail("dtype", config.dtype, "must be 'float32' or 'bfloat16'")
-    if not isinstance(config.grad_accum_steps, int) or config.grad_accum_steps <= 0:
+    if not _is_int(config.grad_accum_steps) or config.grad_accum_steps <= 0:
         _fail("grad_accum_steps", config.grad_accum_steps, "must be a positive integer")
     if config.per_device_batch_size % config.grad_accum_steps:
         _fail(
@@ -107,12 +137,22 @@ def validate(config: ml_collections.ConfigDict) -> None:
             config.grad_accum_steps,
             f"must divide per_device_batch_size={config.per_device_batch_size}",
         )
-    if not 0.0 <= config.label_smoothing < 1.0:
+    if not _is_number(config.label_smoothing) or not 0.0 <= config.label_smoothing < 1.0:
         _fail("label_smoothing", config.label_smoothing, "must be in [0, 1)")
-    if config.keep_checkpoints < 1:
-        _fail("keep_checkpoints", config.keep_checkpoints, "must be >= 1")
-    if config.num_eval_batches is not None and config.num_eval_batches <= 0:
+    if not _is_int(config.keep_checkpoints) or config.keep_checkpoints < 1:
+        _fail("keep_checkpoints", config.keep_checkpoints, "must be an integer >= 1")
+    if config.num_eval_batches is not None and (
+        not _is_int(config.num_eval_batches) or config.num_eval_batches <= 0
+    ):
         _fail("num_eval_batches", config.num_eval_batches, "must be > 0 or None (whole split)")
+    if config.corrupt_checkpoint not in CORRUPT_CHECKPOINT:
+        _fail(
+            "corrupt_checkpoint", config.corrupt_checkpoint, f"must be one of {CORRUPT_CHECKPOINT}"
+        )
+    if config.peak_flops is not None and (
+        not _is_number(config.peak_flops) or config.peak_flops <= 0
+    ):
+        _fail("peak_flops", config.peak_flops, "must be a FLOP/s number > 0, or None")
 
 
 def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> ModelConfig:
@@ -121,7 +161,12 @@ def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> ModelCon
     overrides = dict(config.model_overrides.to_dict()) if config.model_overrides else {}
     overrides.setdefault("vocab_size", vocab_size)
     overrides.setdefault("dtype", config.dtype)
-    model_cfg = presets.get(config.model, **overrides)
+    try:
+        model_cfg = presets.get(config.model, **overrides)
+    except (ValueError, TypeError) as e:
+        raise ValueError(
+            f"config.model={config.model!r} with model_overrides={overrides}: {e}"
+        ) from None
     if model_cfg.vocab_size < vocab_size:
         _fail(
             "model_overrides.vocab_size",
