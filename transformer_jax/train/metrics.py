@@ -61,7 +61,9 @@ class MetricWriter:
             return
         import tensorflow as tf
 
-        tf.config.set_visible_devices([], "GPU")  # TF only writes events; never a GPU
+        from transformer_jax.data.builders import hide_gpus_from_tensorflow
+
+        hide_gpus_from_tensorflow()  # TF only writes event files here; never a GPU
         self._tf = tf
         self._tb = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
         self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")  # noqa: SIM115
