@@ -45,7 +45,7 @@ class Preempted(RuntimeError):
     """SIGTERM received; the state at `step` is on disk (or reproducible: step 0)."""
 
     def __init__(self, step: int | None):
-        if step is None:
+        if not step:  # None: before training started; 0: no step taken yet
             msg = "Preempted by SIGTERM before training started; nothing new to save."
         else:
             msg = f"Preempted by SIGTERM; state saved at step {step}."
@@ -282,7 +282,9 @@ def _run(
         nonlocal last_saved
         flush()  # raises before a non-finite state could be saved
         if last_saved != step:
-            ckpt.save(step, checkpoints.to_host_tree(unreplicate(replicated)))
+            # Copied to host inside save (after the previous save finished), before the next
+            # step donates these buffers; written in the background.
+            ckpt.save(step, unreplicate(replicated))
             last_saved = step
 
     def preempt(step: int) -> None:
