@@ -86,7 +86,7 @@ def test_encoder_fills_masks(workdirs):
     )
     assert lines[1] == "> x = [MASK] + [MASK]"
     assert lines[2].startswith("  position ") and lines[3].startswith("  position ")
-    assert lines[2].count(",") == 2  # three candidates
+    assert lines[2].count(" 0.") + lines[2].count(" 1.0") == 3  # three candidates, p in [0, 1]
     assert lines[4] == "> no mask" and "no [MASK]" in lines[5]
 
 
