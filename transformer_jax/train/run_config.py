@@ -44,9 +44,13 @@ def default_config() -> ml_collections.ConfigDict:
     c.objective = "clm"  # clm | mlm | mlm_nsp | denoise | seq2seq
     c.vocab_size = 2048  # sentencepiece vocabulary (trained on the train split)
     c.max_length = 128  # tokens per row (packed)
-    c.mlm_probability = 0.15
-    c.denoise_ratio = 0.3
-    c.poisson_lambda = 3.0
+    c.validation_fraction = 0.03  # stdlib / text_files without eval_files: held-out files
+    c.reverse_translation = False  # '<wmt>_translate/xx-yy' catalog sets: True = yy -> xx
+    c.tokenizer_max_sentences = 100_000  # lines sampled to train sentencepiece
+    c.max_train_examples = placeholder(int)  # cap on train documents/pairs (None: all)
+    c.mlm_probability = 0.15  # mlm: share of tokens chosen (then 80/10/10 mask/random/keep)
+    c.denoise_ratio = 0.3  # denoise: share of tokens in infilled spans
+    c.poisson_lambda = 3.0  # denoise: mean span length
     # Batches.
     c.per_device_batch_size = 16
     c.eval_batch_size = 16  # per device
