@@ -47,7 +47,7 @@ def main() -> int:
 
     train_src, eval_src, tokenizer = data.make_datasets(config, workdir)
     baseline = data.unigram_entropy(train_src, eval_src, tokenizer.vocab_size)
-    loss = summary["eval"]["loss"]
+    loss = summary["eval"]["nll"]  # plain cross-entropy, comparable with the baseline
     print(
         f"\nvalidation loss {loss:.3f} nats/token (perplexity {summary['eval']['perplexity']:.1f})"
         f" vs unigram baseline {baseline:.3f} nats/token: {baseline - loss:+.3f} better"

@@ -69,7 +69,9 @@ def run(workdir: str, prompts: list[str], **options) -> list[str]:
     model = models.build(model_cfg)
     lines = [f"# {workdir} (step {step}, {model_cfg.arch})"]
     if model_cfg.arch == "encoder":
-        ids = [encode_with_masks(tokenizer, p) for p in prompts]
+        # As in training rows: [CLS] text [SEP]; reported positions count from the text.
+        ids = [[tokenizer.cls_id, *encode_with_masks(tokenizer, p), tokenizer.sep_id]
+               for p in prompts]  # fmt: skip
         top_k = options.get("top_k") or 5
         results = sampling.fill_mask(
             model, params, ids, tokenizer.mask_id, top_k, vocab_limit=tokenizer.vocab_size
@@ -83,7 +85,7 @@ def run(workdir: str, prompts: list[str], **options) -> list[str]:
                     f"{tokenizer.id_to_piece(i)!r} {p:.3f}"
                     for i, p in zip(m.ids, m.probs, strict=True)
                 )
-                lines.append(f"  position {m.position}: {cands}")
+                lines.append(f"  position {m.position - 1}: {cands}")
         return lines
 
     ids = [tokenizer.encode(p) for p in prompts]

@@ -46,7 +46,7 @@ def main(argv: list[str]) -> int:
     if FLAGS.coordinator_address:
         jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     from transformer_jax.data import DatasetNotPreparedError
-    from transformer_jax.train import NonFiniteError, Preempted, train_and_evaluate
+    from transformer_jax.train import ConfigError, NonFiniteError, Preempted, train_and_evaluate
 
     # Our own progress lines at INFO; library chatter (orbax, TF) at WARNING and above.
     absl_logging.set_verbosity(absl_logging.WARNING)
@@ -62,7 +62,7 @@ def main(argv: list[str]) -> int:
     except NonFiniteError as e:
         print(f"train.py: {e}", file=sys.stderr)
         return EXIT_NONFINITE
-    except (ValueError, DatasetNotPreparedError) as e:
+    except (ConfigError, DatasetNotPreparedError) as e:
         print(f"train.py: invalid configuration or input: {e}", file=sys.stderr)
         return EXIT_INVALID
     evaluation = summary.get("eval")

@@ -1,9 +1,14 @@
-"""BERT-base pretraining: masked-language modelling (15%, 80/10/10) + next-sentence
-prediction, on LM1B sentences (BERT used BooksCorpus + Wikipedia, which TFDS does not ship as
-sentence pairs; point `dataset`/`train_files` at your own text to match it).
+"""BERT-base pretraining: masked-language modelling (15%: 80/10/10) + next-sentence
+prediction, on your own document collection (BERT used BooksCorpus + English Wikipedia).
 
     python train.py --config configs/bert_base.py --workdir workdirs/bert_base \
-        --config.data_dir=/path/to/tensorflow_datasets
+        --config.train_files='/data/bert_corpus/train/*.txt' \
+        --config.eval_files='/data/bert_corpus/eval/*.txt'
+
+NSP needs documents: one file per document (or per book/article), sentences or paragraphs
+on separate lines; "next sentence" pairs are consecutive line chunks of one file, negatives
+come from other files. Sentence-shuffled corpora such as lm1b have no next sentence: train
+them with `--config.objective=mlm` (RoBERTa-style, no NSP) instead.
 """
 
 from transformer_jax.train.run_config import default_config
@@ -12,7 +17,9 @@ from transformer_jax.train.run_config import default_config
 def get_config():
     c = default_config()
     c.model = "bert-base"
-    c.dataset = "lm1b"
+    c.dataset = "text_files"
+    c.train_files = "/data/bert_corpus/train/*.txt"  # override on the command line
+    c.eval_files = "/data/bert_corpus/eval/*.txt"
     c.objective = "mlm_nsp"
     c.vocab_size = 30522
     c.max_length = 128

@@ -152,6 +152,7 @@ def reference(tmp_path_factory) -> Reference:
 def env(devices: int = 1, cache_dir: str | None = None) -> dict[str, str]:
     out = dict(os.environ)
     out["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    out["JAX_PLATFORMS"] = "cpu"  # forced host devices: also on a machine with a GPU
     out["TF_CPP_MIN_LOG_LEVEL"] = "2"
     if cache_dir:  # the persistent compilation cache only saves time; results are identical
         out["JAX_COMPILATION_CACHE_DIR"] = cache_dir

@@ -14,6 +14,9 @@ import jax
 import numpy as np
 import pytest
 
+# Float32 comparisons at ~1e-5 assume full-precision matmuls; on GPUs JAX's default is TF32.
+jax.config.update("jax_default_matmul_precision", "highest")
+
 _erf = np.vectorize(math.erf)
 
 ACTIVATIONS = {

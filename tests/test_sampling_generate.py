@@ -324,3 +324,9 @@ def test_pad_id_is_never_generated_unless_it_is_eos():
     # With eos_id == pad_id the pad is the end-of-sequence token and may be produced.
     tokens, lengths = generate(cfg, params, [[5, 6]], max_new_tokens=6, temperature=0.0, eos_id=0)
     assert lengths[0] == 1 and tokens[0, 0] == 0
+
+
+def test_prompt_holding_the_pad_id_is_rejected():
+    cfg = presets.get("gpt-tiny").replace(pad_id=0, max_len=32)
+    with pytest.raises(ValueError, match="prompt 1 holds the pad id 0 at index 2"):
+        generate(cfg, None, [[5, 6], [7, 8, 0, 9]], max_new_tokens=2, temperature=0.0)

@@ -1,5 +1,6 @@
 """Learning-rate schedules against the paper's formula and hand-computed values."""
 
+import jax
 import numpy as np
 import optax
 import pytest
@@ -44,6 +45,21 @@ def test_weight_decay_skips_biases_and_norms():
         "dense": {"kernel": True, "bias": False},
         "ln": {"scale": False},
     }
+    # Real model trees: attention q/k/v biases are [heads, head_dim] and still not decayed.
+    from transformer_jax import models, presets
+
+    shapes = jax.eval_shape(
+        lambda r: models.init_params(presets.get("bert-tiny"), r), jax.random.key(0)
+    )
+    mask = decay_mask(shapes)
+    attn = mask["encoder"]["layer_0"]["self_attn"]
+    assert attn["query"]["bias"] is False and attn["query"]["kernel"] is True
+    assert shapes["encoder"]["layer_0"]["self_attn"]["query"]["bias"].ndim == 2
+    assert mask["token_embed"]["embedding"] is True and mask["logits_bias"] is False
+    flat = jax.tree_util.tree_leaves_with_path(mask)
+    for path, decays in flat:
+        name = path[-1].key
+        assert decays == (name in ("kernel", "embedding")), (path, decays)
     # With zero gradients, AdamW moves only decayed parameters: p <- p - lr * wd * p.
     tx = make_optimizer(optax.constant_schedule(0.1), weight_decay=0.5)
     zeros = {

@@ -120,7 +120,9 @@ def test_two_processes_train_like_one(tmp_path):
         path.write_text(
             "\n".join(" ".join(rng.choice(vocab) for _ in range(12)) for _ in range(lines)) + "\n"
         )
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    env = dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu"
+    )
     single = tmp_path / "single"
     out = subprocess.run(
         _train_cmd(single, text, 8, 4), env=env, capture_output=True, text=True, timeout=400

@@ -94,8 +94,9 @@ def attend(
         raise ValueError(f"{num_heads} query heads cannot share {num_kv} key/value heads.")
     q = q.reshape(batch, q_len, num_kv, num_heads // num_kv, head_dim)  # [B, T, K, G, H]
     q = q * jnp.asarray(head_dim**-0.5, q.dtype)
-    logits = jnp.einsum("btkgh,bksh->bkgts", q, k)  # [B, K, G, T, S]
-    logits = logits.astype(jnp.float32)
+    # Scores accumulate and come out in float32 even when q, k are bfloat16.
+    logits = jnp.einsum("btkgh,bksh->bkgts", q, k, preferred_element_type=jnp.float32)
+    # logits: [B, K, G, T, S]
     if mask is not None:
         logits = jnp.where(mask[:, :, None], logits, NEG_INF)  # mask -> [B, 1, 1, T, S]
     weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)  # [B, K, G, T, S]

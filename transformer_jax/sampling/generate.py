@@ -72,6 +72,7 @@ def _prepare(
         if bos_id is not None:
             rows = [np.concatenate([[bos_id], row]) for row in rows]
         inputs.check_ids(rows, vocab, what="prompt")
+        inputs.check_no_pad(rows, config.pad_id)
         inputs.check_lengths(rows, config.max_len, what="prompt", extra=max_new_tokens)
         width = inputs.bucket_length(max(len(row) for row in rows), config.max_len)
         block, row_lengths = inputs.pad_rows(rows, width, pad)

@@ -74,6 +74,20 @@ def check_ids(rows: Sequence[np.ndarray], vocab_size: int, *, what: str = "promp
             )
 
 
+def check_no_pad(rows: Sequence[np.ndarray], pad_id: int | None) -> None:
+    """Decoder prompts must not hold the pad id: the uncached forward masks such keys while
+    the cache (filled by position) would attend to them, so the two would disagree."""
+    if pad_id is None:
+        return
+    for i, row in enumerate(rows):
+        if (row == pad_id).any():
+            j = int(np.argmax(row == pad_id))
+            raise ValueError(
+                f"prompt {i} holds the pad id {pad_id} at index {j}; pass each prompt "
+                "unpadded (a list of lists, or an array with `lengths`)."
+            )
+
+
 def check_id(name: str, value: int | None, vocab_size: int) -> None:
     if value is not None and not (isinstance(value, int | np.integer) and 0 <= value < vocab_size):
         raise ValueError(f"{name}={value!r} must be a token id in [0, vocab_size={vocab_size}).")

@@ -86,11 +86,6 @@ def _path_str(path: tuple) -> str:
     return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
 
 
-def to_host_tree(state: Any) -> dict:
-    """TrainState (or any flax struct) -> nested dict of numpy arrays (a host copy)."""
-    return jax.tree_util.tree_map(np.asarray, flax.serialization.to_state_dict(state))
-
-
 def abstract_tree(state: Any) -> dict:
     """TrainState/dict of arrays or ShapeDtypeStructs -> nested dict of ShapeDtypeStructs."""
     tree = state if isinstance(state, dict) else flax.serialization.to_state_dict(state)
@@ -300,12 +295,10 @@ class Checkpoints:
 
     # --------------------------------------------------------------------- saving
 
-    def save(self, step: int, state: Any, *, force: bool = False) -> None:
+    def save(self, step: int, state: Any) -> None:
         """Saves `state` (a TrainState, or a dict of arrays that is not mutated afterwards) as
         `step`: host copy now, the writing in the background (or now, if not async). Waits for
-        the previous save first and re-raises its error. `force` is accepted for compatibility.
-        """
-        del force
+        the previous save first and re-raises its error."""
         self.wait()
         tree = jax.tree_util.tree_map(np.asarray, state if isinstance(state, dict) else
                                       flax.serialization.to_state_dict(state))  # fmt: skip

@@ -16,6 +16,7 @@ handling"):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -25,6 +26,7 @@ from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 import tqdm
 
 from transformer_jax import models
@@ -35,6 +37,10 @@ from transformer_jax.train.parallel import AXIS, replicate, shard, unreplicate
 from transformer_jax.train.schedules import make_schedule
 
 log = logging.getLogger(__name__)
+
+
+class ConfigError(ValueError):
+    """A bad config or input, found before training started (train.py: exit code 2)."""
 
 
 class NonFiniteError(RuntimeError):
@@ -132,23 +138,34 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     from transformer_jax import data  # TF import deferred: not needed to build models
 
     # Every check that needs no data happens before anything is written or compiled.
-    run_config.validate(config)
-    data.validate_config(config)
-    run_config.model_config(config, config.vocab_size)  # position limit, objective vs arch
+    try:
+        run_config.validate(config)
+        data.validate_config(config)
+        run_config.model_config(config, config.vocab_size)  # position limit, objective vs arch
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
     with _SigtermGuard() as guard:
         return _train(config, workdir, data, guard)
 
 
+def _before_training(fn, *args, **kwargs):
+    """Runs a set-up stage; a ValueError there is a config/input/checkpoint problem."""
+    try:
+        return fn(*args, **kwargs)
+    except ConfigError:
+        raise
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+
+
 def _train(config, workdir: str, data, guard: _SigtermGuard) -> dict[str, Any]:
     is_chief = jax.process_index() == 0
     num_local = jax.local_device_count()
 
-    train_source, eval_source, tokenizer = _datasets(data, config, workdir)
-    model_cfg = run_config.model_config(config, tokenizer.vocab_size)
-    if is_chief:
-        wd.write_configs(workdir, config, model_cfg)
+    train_source, eval_source, tokenizer = _before_training(_datasets, data, config, workdir)
+    model_cfg = _before_training(run_config.model_config, config, tokenizer.vocab_size)
     model = models.build(model_cfg)
 
     schedule = make_schedule(
@@ -171,10 +188,6 @@ def _train(config, workdir: str, data, guard: _SigtermGuard) -> dict[str, Any]:
     def init_state():
         return steps.init_train_state(models.init_params(model_cfg, init_rng), tx)
 
-    def fresh_state():
-        params = jax.jit(lambda r: models.init_params(model_cfg, r))(init_rng)
-        return steps.init_train_state(params, tx)
-
     ckpt = checkpoints.Checkpoints(
         os.path.join(workdir, wd.CHECKPOINT_DIR),
         max_to_keep=config.keep_checkpoints,
@@ -191,19 +204,27 @@ def _train(config, workdir: str, data, guard: _SigtermGuard) -> dict[str, Any]:
             multihost_utils.sync_global_devices("transformer_jax:checkpoints_cleaned")
         # Shapes and dtypes only: a checkpoint is checked against them before any compute.
         abstract = jax.eval_shape(init_state)
-        latest, state = ckpt.restore_latest(abstract, on_corrupt=config.corrupt_checkpoint)
+        latest, state = _before_training(
+            ckpt.restore_latest, abstract, on_corrupt=config.corrupt_checkpoint
+        )
         if latest is None:
-            state = fresh_state()
+            state = jax.jit(init_state)()
         else:
             log.info("Resumed from step %d in %s", latest, ckpt.directory)
+        # Only now, with the checkpoint known to fit: a mismatched rerun must not overwrite
+        # the config files that describe the checkpoints already in this workdir.
+        if is_chief:
+            wd.write_configs(workdir, config, model_cfg)
         guard.training()
         return _run(
             config, model, model_cfg, tx, schedule, state, base_rng, train_source,
             eval_source, ckpt, writer, num_local, is_chief, guard.event,
         )  # fmt: skip
     finally:
-        ckpt.close()  # waits for the pending save on every exit path
-        writer.close()
+        try:
+            ckpt.close()  # waits for the pending save on every exit path
+        finally:
+            writer.close()
 
 
 def _run(
@@ -302,18 +323,33 @@ def _run(
         unit="step",
         dynamic_ncols=True,
     )
+    multi = jax.process_count() > 1
+    eval_stop = None if multi else sigterm  # multi-process: evaluations run to the end
     if start_step >= total_steps:  # already done: report the final evaluation again
         result = evaluate(
-            p_eval, replicated.params, eval_source, num_local, config.num_eval_batches, sigterm
+            p_eval, replicated.params, eval_source, num_local, config.num_eval_batches, eval_stop
         )
         if result is None:
             raise Preempted(start_step)
         summary["eval"] = result
         return summary
+
+    def stop_requested(step: int) -> bool:
+        """SIGTERM seen? With several processes all must stop at the same step (the save and
+        the pmapped steps are collectives), so they agree every log_every_steps steps."""
+        if not multi:
+            return sigterm.is_set()
+        if step % config.log_every_steps:
+            return False
+        from jax.experimental import multihost_utils
+
+        flags = multihost_utils.process_allgather(np.int32(sigterm.is_set()))
+        return bool(np.any(flags))
+
     batches = train_source.iterate(start_step)
-    with progress:
+    with progress, contextlib.closing(batches):
         for step in range(start_step, total_steps):
-            if sigterm.is_set():
+            if stop_requested(step):
                 preempt(step)
             batch = shard(next(batches), num_local)
             if summary["compile_seconds"] is None:
@@ -346,7 +382,7 @@ def _run(
                     eval_source,
                     num_local,
                     config.num_eval_batches,
-                    sigterm,
+                    eval_stop,
                 )
                 if result is None:
                     log.warning("SIGTERM during the evaluation at step %d: skipped.", done)
@@ -357,7 +393,5 @@ def _run(
             if done % config.checkpoint_every_steps == 0 or done == total_steps:
                 save(done)
             summary["step"] = done
-    if last_saved != total_steps:
-        save(total_steps)
     writer.flush()
     return summary

@@ -1,7 +1,7 @@
 """AdamW (paper defaults β1=0.9, β2=0.98, ε=1e-9) with global-norm clipping.
 
-Weight decay skips biases, norm scales/offsets and 1-D parameters in general; embeddings are
-decayed like other matrices.
+Weight decay skips every bias (by name: attention biases are 2-D), norm scales/offsets and
+1-D parameters; kernels and embeddings are decayed.
 """
 
 from __future__ import annotations
@@ -11,10 +11,18 @@ from typing import Any
 import jax
 import optax
 
+NO_DECAY = ("bias", "scale", "logits_bias")  # biases (any rank) and norm scales/offsets
+
 
 def decay_mask(params: Any) -> Any:
-    """True for parameters that get weight decay: matrices and higher (not biases/norms)."""
-    return jax.tree_util.tree_map(lambda p: p.ndim > 1, params)
+    """True for parameters that get weight decay: kernels and embeddings, not biases (an
+    attention bias is [heads, head_dim], so rank alone cannot tell) or norm parameters."""
+
+    def decays(path, p) -> bool:
+        name = getattr(path[-1], "key", None)
+        return name not in NO_DECAY and p.ndim > 1
+
+    return jax.tree_util.tree_map_with_path(decays, params)
 
 
 def make_optimizer(

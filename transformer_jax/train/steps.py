@@ -139,11 +139,6 @@ def _split_micro(batch: dict[str, jax.Array], k: int) -> dict[str, jax.Array]:
     return jax.tree_util.tree_map(split, batch)
 
 
-def all_finite(tree: Any) -> jax.Array:
-    leaves = jax.tree_util.tree_leaves(tree)
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
-
-
 def make_train_step(
     model: nn.Module,
     tx: optax.GradientTransformation,
@@ -163,7 +158,7 @@ def make_train_step(
         if axis_name is not None:
             rng = jax.random.fold_in(rng, lax.axis_index(axis_name))
         totals = _global_totals(batch, objective, axis_name)
-        micro = _split_micro(batch, grad_accum_steps)  # [k, B/k, ...]
+        micro = _split_micro(batch, grad_accum_steps) if grad_accum_steps > 1 else None
 
         def micro_step(grads, inputs):
             mb, i = inputs
@@ -184,12 +179,17 @@ def make_train_step(
             return jax.tree_util.tree_map(jnp.add, grads, g), stats
 
         zeros = jax.tree_util.tree_map(jnp.zeros_like, state.params)
-        grads, stats = lax.scan(micro_step, zeros, (micro, jnp.arange(grad_accum_steps)))
-        stats = jax.tree_util.tree_map(lambda s: jnp.sum(s, axis=0), stats)  # over micro-batches
+        if grad_accum_steps == 1:
+            grads, stats = micro_step(zeros, (batch, 0))
+        else:
+            grads, stats = lax.scan(micro_step, zeros, (micro, jnp.arange(grad_accum_steps)))
+            stats = jax.tree_util.tree_map(lambda s: jnp.sum(s, axis=0), stats)  # micro-batches
         grads = _psum(grads, axis_name)
         stats = _psum(stats, axis_name)
 
-        finite = jnp.logical_and(all_finite(grads), jnp.isfinite(stats["loss"]))
+        grad_norm = optax.tree.norm(grads)
+        # A NaN/Inf anywhere in the gradients makes their norm non-finite: one pass, not two.
+        finite = jnp.logical_and(jnp.isfinite(grad_norm), jnp.isfinite(stats["loss"]))
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         new_state = TrainState(
@@ -203,8 +203,9 @@ def make_train_step(
                 skipped=state.skipped + (1 - finite.astype(jnp.int32)),
             )
         metrics = dict(stats)
-        metrics["grad_norm"] = optax.global_norm(grads)
-        metrics["learning_rate"] = schedule(state.step)
+        metrics["grad_norm"] = grad_norm
+        # The rate this update used: optax counts applied updates, i.e. steps minus skips.
+        metrics["learning_rate"] = schedule(state.step - state.skipped)
         metrics["finite"] = finite.astype(jnp.float32)
         metrics["skipped"] = new_state.skipped.astype(jnp.float32)
         return new_state, metrics

@@ -52,11 +52,6 @@ def read_model_config(workdir: str) -> ModelConfig:
         return ModelConfig.from_dict(json.load(f))
 
 
-def read_run_config(workdir: str) -> ml_collections.ConfigDict:
-    with open(os.path.join(workdir, CONFIG_FILE)) as f:
-        return ml_collections.ConfigDict(json.load(f))
-
-
 def load_params(workdir: str, step: int | None = None) -> tuple[ModelConfig, Any, int]:
     """(model config, float32 params, step) of the latest finalized checkpoint (or `step`)."""
     from transformer_jax.train.checkpoints import Checkpoints
@@ -71,4 +66,4 @@ def load_params(workdir: str, step: int | None = None) -> tuple[ModelConfig, Any
         params = ckpt.restore_params(step, expected)
     finally:
         ckpt.close()
-    return model_cfg, params, step
+    return model_cfg, jax.device_put(params), step  # on device once, not at every call
