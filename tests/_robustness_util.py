@@ -192,6 +192,8 @@ def copy_workdir(src: str, dst: str, *, checkpoints: bool | list[int] = False) -
         path = os.path.join(src, name)
         (shutil.copytree if os.path.isdir(path) else shutil.copy2)(path, os.path.join(dst, name))
     if checkpoints:
+        for name in ("config.json", "model_config.json"):  # what the checkpoints belong to
+            shutil.copy2(os.path.join(src, name), os.path.join(dst, name))
         ckpt = os.path.join(src, "checkpoints")
         shutil.copytree(ckpt, os.path.join(dst, "checkpoints"), symlinks=True)
         if isinstance(checkpoints, list):

@@ -154,12 +154,17 @@ def test_nonfinite_loss_stops_with_the_step_and_exit_3(ref):
 
 def test_checkpoint_of_another_model_exits_2_naming_the_parameter(ref):
     workdir = ref.new_workdir("mismatch", checkpoints=True)
+    with open(os.path.join(workdir, "model_config.json")) as f:
+        before = f.read()
     out = ref.train(workdir, overrides={"model_overrides.d_model": 32})
     assert out.returncode == U.EXIT_INVALID, out.stderr[-2000:]
     assert "Checkpoint step 8, parameter params/" in out.stderr
     assert "has shape (128, 64) dtype float32" in out.stderr
     assert "expects shape (128, 32) dtype float32" in out.stderr
     assert not [r for r in U.records(workdir) if r["split"] == "train"]  # no step was run
+    # The workdir still describes its checkpoints: sample.py keeps working.
+    with open(os.path.join(workdir, "model_config.json")) as f:
+        assert f.read() == before and '"d_model": 64' in before
 
 
 def test_invalid_config_exits_2_before_any_work(ref, tmp_path):
