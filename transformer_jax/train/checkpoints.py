@@ -47,6 +47,8 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from transformer_jax.train.run_config import ConfigError
+
 log = logging.getLogger(__name__)
 
 COMMIT_MARKER = "commit_success.txt"
@@ -59,11 +61,11 @@ _FORMAT = 1
 _CHUNK = 1 << 23  # file hashing reads 8 MiB at a time
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(ConfigError):
     """A checkpoint does not fit the model/optimizer built from the current config."""
 
 
-class CheckpointCorruptError(ValueError):
+class CheckpointCorruptError(ConfigError):
     """A checkpoint's files or arrays do not match its checksum manifest, or cannot be read."""
 
     def __init__(self, step: int, directory: str, problems: list[str]):

@@ -34,13 +34,10 @@ from transformer_jax.train import checkpoints, flops, metrics, run_config, steps
 from transformer_jax.train import workdir as wd
 from transformer_jax.train.optimizer import make_optimizer
 from transformer_jax.train.parallel import AXIS, replicate, shard, unreplicate
+from transformer_jax.train.run_config import ConfigError
 from transformer_jax.train.schedules import make_schedule
 
 log = logging.getLogger(__name__)
-
-
-class ConfigError(ValueError):
-    """A bad config or input, found before training started (train.py: exit code 2)."""
 
 
 class NonFiniteError(RuntimeError):

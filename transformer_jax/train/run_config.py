@@ -18,6 +18,11 @@ from transformer_jax.train.steps import OBJECTIVES
 
 CORRUPT_CHECKPOINT = ("fallback", "fail")  # see checkpoints.Checkpoints.restore_latest
 
+
+class ConfigError(ValueError):
+    """A bad config, input or checkpoint, found before training started (train.py: exit 2)."""
+
+
 # Which objectives each architecture trains with.
 ARCH_OBJECTIVES = {
     "decoder": ("clm",),
