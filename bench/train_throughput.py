@@ -5,7 +5,7 @@
 
 Synthetic token batches (no input pipeline: this measures the step), every row full (no
 padding), dropout as in the preset. Step time is the median over --steps timed steps after
-one compile step and one warm-up step. MFU = train FLOPs of the executed shapes (3 x forward
+one compile step and one warm-up step (default 10 timed steps). MFU = train FLOPs of the executed shapes (3 x forward
 matmul FLOPs, transformer_jax.train.flops) / step time / (peak per device x devices); the
 peak is the datasheet value for known accelerators and a measured jitted matmul on CPUs.
 """
@@ -97,7 +97,7 @@ def main() -> None:
     )
     p.add_argument("--batch", type=int, default=8, help="rows per device")
     p.add_argument("--length", type=int, default=128)
-    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--steps", type=int, default=10)
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     args = p.parse_args()
     dev = jax.devices()[0]
