@@ -25,6 +25,7 @@ import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tqdm
@@ -95,23 +96,21 @@ def evaluate(
     params,
     eval_source,
     num_devices: int,
-    max_batches: int | None,
     stop: threading.Event | None = None,
 ) -> dict | None:
-    """Sums the eval stats over (up to max_batches of) the eval split; returns means, or None
-    when `stop` is set between batches (SIGTERM: the evaluation is abandoned)."""
-    totals: dict[str, float] = {}
-    for i, batch in enumerate(eval_source.iterate_eval()):
+    """Sums the eval stats over the eval split (`eval_source` yields at most
+    config.num_eval_batches batches) and returns means, or None when `stop` is set between
+    batches (SIGTERM: the evaluation is abandoned). Sums stay on device; one fetch at the end."""
+    totals = None
+    for batch in eval_source.iterate_eval():
         if stop is not None and stop.is_set():
             return None
-        if max_batches is not None and i >= max_batches:
-            break
-        stats = jax.device_get(unreplicate(p_eval(params, shard(batch, num_devices))))
-        for k, v in stats.items():
-            totals[k] = totals.get(k, 0.0) + float(v)
-    if not totals:
+        stats = p_eval(params, shard(batch, num_devices))  # replicated sums [devices]
+        totals = stats if totals is None else jax.tree_util.tree_map(jnp.add, totals, stats)
+    if totals is None:
         raise ValueError("The validation split produced no batches; check the eval data.")
-    return steps.summarize(totals)
+    host = jax.device_get(unreplicate(totals))
+    return steps.summarize({k: float(v) for k, v in host.items()})
 
 
 def _datasets(data, config: ml_collections.ConfigDict, workdir: str):
@@ -323,9 +322,7 @@ def _run(
     multi = jax.process_count() > 1
     eval_stop = None if multi else sigterm  # multi-process: evaluations run to the end
     if start_step >= total_steps:  # already done: report the final evaluation again
-        result = evaluate(
-            p_eval, replicated.params, eval_source, num_local, config.num_eval_batches, eval_stop
-        )
+        result = evaluate(p_eval, replicated.params, eval_source, num_local, eval_stop)
         if result is None:
             raise Preempted(start_step)
         summary["eval"] = result
@@ -378,7 +375,6 @@ def _run(
                     replicated.params,
                     eval_source,
                     num_local,
-                    config.num_eval_batches,
                     eval_stop,
                 )
                 if result is None:
