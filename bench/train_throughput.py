@@ -4,10 +4,11 @@
     python bench/train_throughput.py --presets gpt2-small --batch 8 --length 1024 --dtype bfloat16
 
 Synthetic token batches (no input pipeline: this measures the step), every row full (no
-padding), dropout as in the preset. Step time is the median over --steps timed steps after
-one compile step and one warm-up step (default 10 timed steps). MFU = train FLOPs of the executed shapes (3 x forward
-matmul FLOPs, transformer_jax.train.flops) / step time / (peak per device x devices); the
-peak is the datasheet value for known accelerators and a measured jitted matmul on CPUs.
+padding), dropout as in the preset. Step time is the median over --steps timed steps (10 by
+default) after one compile step and one warm-up step. MFU = train FLOPs of the executed
+shapes (3 x forward matmul FLOPs, transformer_jax.train.flops) / step time / (peak per device
+x devices); the peak is the datasheet value for known accelerators and a measured jitted
+matmul on CPUs.
 """
 
 from __future__ import annotations
