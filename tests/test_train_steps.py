@@ -123,3 +123,26 @@ def test_nonfinite_update_is_flagged_or_skipped():
     assert float(m["finite"]) == 0.0 and int(new.skipped) == 1 and int(new.step) == 1
     for a, b in zip(jax.tree.leaves(new.params), jax.tree.leaves(bad.params), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # update skipped
+
+
+def test_logged_learning_rate_follows_applied_updates_after_a_skip():
+    """optax advances its schedule only on applied updates; the logged rate must match."""
+    cfg = presets.get("gpt-tiny", dropout_rate=0.0, attention_dropout_rate=0.0, vocab_size=64)
+    model = models.build(cfg)
+    sched = optax.linear_schedule(1.0, 0.0, 10)  # lr(count) = 1 - count / 10
+    tx = optax.sgd(sched)
+    state = steps.init_train_state(models.init_params(cfg, jax.random.key(0)), tx)
+    step = jax.jit(
+        steps.make_train_step(
+            model, tx, sched, objective="clm", skip_nonfinite=True, axis_name=None
+        )
+    )
+    good = _batch("clm", cfg.vocab_size)
+    bad = {**good, "weights": good["weights"] * np.nan}  # a NaN loss: the update is skipped
+    state, m = step(state, good, jax.random.key(0))
+    assert float(m["learning_rate"]) == pytest.approx(1.0)  # count 0
+    state, m = step(state, bad, jax.random.key(0))
+    assert float(m["finite"]) == 0.0 and int(state.skipped) == 1
+    state, m = step(state, good, jax.random.key(0))
+    assert int(state.step) == 3
+    assert float(m["learning_rate"]) == pytest.approx(0.9)  # the second applied update: count 1
