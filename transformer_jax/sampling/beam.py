@@ -20,6 +20,7 @@ outscore the greedy path's final result.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import flax.struct
@@ -61,9 +62,15 @@ def beam_search_loop(
     eos_id: int | None = None,
     pad_id: int = 0,
     vocab_limit: int | None = None,
+    reorder_cache: Callable[[Any, jax.Array], Any] | None = None,
 ) -> BeamState:
-    """Returns the final state; the best hypothesis of row b is `finished_*[b, 0]`."""
+    """Returns the final state; the best hypothesis of row b is `finished_*[b, 0]`.
+
+    `reorder_cache(cache, rows)` gathers the cache rows [B * W] each step (default: every
+    leaf); a model whose cache holds entries shared by a row's beams (encoder-decoder
+    cross-attention keys/values) can skip those."""
     batch, vocab = logits.shape
+    reorder = reorder_cache or (lambda c, rows: jax.tree_util.tree_map(lambda x: x[rows], c))
     width, steps = beam_size, max_new_tokens
     if 2 * width > width * vocab:
         raise ValueError(f"beam search needs a vocabulary of >= 2 tokens, got {vocab}.")
@@ -112,7 +119,7 @@ def beam_search_loop(
 
         # Reorder the cache rows: new beam (b, w) continues old beam (b, live_parent[b, w]).
         rows = (jnp.arange(batch)[:, None] * width + live_parent).reshape(-1)  # [B * W]
-        cache = jax.tree_util.tree_map(lambda x: x[rows], state.cache)
+        cache = reorder(state.cache, rows)
         return state.replace(
             step=length,
             live_tokens=live_tokens,

@@ -178,6 +178,7 @@ def _beam_jit(
         eos_id=eos_id,
         pad_id=pad_id,
         vocab_limit=vocab_limit,
+        reorder_cache=_reorder_self_attention,
     )
     best = (
         state.finished_tokens[:, 0],  # [B, N]
@@ -185,6 +186,13 @@ def _beam_jit(
         state.finished_scores[:, 0],  # [B]
     )
     return (*best, state.step)
+
+
+def _reorder_self_attention(cache: list[dict], rows: jax.Array) -> list[dict]:
+    """Beam reorder of a model cache: only self-attention keys/values depend on the beam;
+    cross-attention ones (encoder-decoder) are the same for all beams of a row and stay."""
+    gather = lambda x: x[rows]  # noqa: E731
+    return [{**layer, "self": jax.tree_util.tree_map(gather, layer["self"])} for layer in cache]
 
 
 def _as_key(rng: Any, greedy: bool) -> jax.Array:
