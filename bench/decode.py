@@ -35,13 +35,12 @@ from transformer_jax.sampling.inputs import bucket_length
 # 16 x 512 tokens with it takes a few minutes on 2 CPU cores; larger models take much longer).
 DEFAULT = presets.get("gpt2-small").replace(
     d_model=192,
-    num_heads=4,
-    d_ff=768,
+    attention={"num_heads": 4, "dropout_rate": 0.0},
+    ffn={"d_ff": 768},
     num_layers=2,
     vocab_size=8192,
     max_len=1024,
     dropout_rate=0.0,
-    attention_dropout_rate=0.0,
     init_std=0.2,  # random weights: larger init keeps logits far from argmax ties
 )
 
@@ -128,7 +127,7 @@ def main() -> None:
     )
     print(
         f"model: {args.preset or 'default'} d_model={config.d_model} layers={config.num_layers} "
-        f"heads={config.num_heads} d_ff={config.d_ff} vocab={config.vocab_size} "
+        f"heads={config.num_heads} d_ff={config.ffn.d_ff} vocab={config.vocab_size} "
         f"max_len={config.max_len} params={models.count_params(params_shape(config)):,}; "
         f"prompt {args.prompt_len} tokens, greedy"
     )

@@ -46,13 +46,17 @@ def random_params(shapes, seed: int, scale: float = 0.1):
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
-def attention(q, k, v, mask=None):
-    """softmax(q kᵀ / sqrt(H)) v. q [B, T, N, H]; k, v [B, S, K, H]; query head n uses
-    key/value head n // (N // K). Fully masked rows come out NaN (they have no keys)."""
+def attention(q, k, v, mask=None, scale=None, bias=None):
+    """softmax(q kᵀ · scale + bias) v, scale = 1/sqrt(H) unless given. q [B, T, N, H]; k, v
+    [B, S, K, H]; bias [B or 1, N, T, S]; query head n uses key/value head n // (N // K).
+    Fully masked rows come out NaN (they have no keys)."""
     num_heads, num_kv, head_dim = q.shape[2], k.shape[2], q.shape[3]
     k = np.repeat(k, num_heads // num_kv, axis=2)  # [B, S, N, H]
     v = np.repeat(v, num_heads // num_kv, axis=2)
-    logits = np.einsum("btnh,bsnh->bnts", q, k) / math.sqrt(head_dim)
+    scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
+    logits = np.einsum("btnh,bsnh->bnts", q, k) * scale
+    if bias is not None:
+        logits = logits + bias
     if mask is not None:
         logits = np.where(mask, logits, -np.inf)
     with np.errstate(invalid="ignore"):
@@ -65,77 +69,136 @@ def _bias(p):
     return p["bias"] if "bias" in p else 0.0
 
 
-def mha(p, x, mask, kv_x=None):
-    """Multi-head attention from a flax MultiHeadAttention param dict."""
+def rotary(x, positions, theta, rotary_dim, layout):
+    """Rotary embedding of x [B, T, heads, H] at positions [B, T], written from the RoFormer
+    formula: the pair (a, b) of dims at frequency f_i = theta^(-2i/R) turns by angle pos * f_i;
+    "half" pairs dim i with i + R/2 (GPT-NeoX), "interleaved" pairs 2i with 2i + 1 (GPT-J)."""
+    out = np.array(x, dtype=np.float64)
+    half = rotary_dim // 2
+    for i in range(half):
+        a, b = (i, i + half) if layout == "half" else (2 * i, 2 * i + 1)
+        angle = positions[:, :, None] * theta ** (-2.0 * i / rotary_dim)  # [B, T, 1]
+        xa, xb = x[..., a], x[..., b]
+        out[..., a] = xa * np.cos(angle) - xb * np.sin(angle)
+        out[..., b] = xb * np.cos(angle) + xa * np.sin(angle)
+    return out
+
+
+def mha(p, x, mask, kv_x=None, scale=None, rotate=None):
+    """Multi-head attention from a flax MultiHeadAttention param dict. `rotate(t)` is applied
+    to queries and keys (self-attention with rotary positions)."""
     kv_x = x if kv_x is None else kv_x
     q = np.einsum("btd,dnh->btnh", x, p["query"]["kernel"]) + _bias(p["query"])
     k = np.einsum("bsd,dkh->bskh", kv_x, p["key"]["kernel"]) + _bias(p["key"])
     v = np.einsum("bsd,dkh->bskh", kv_x, p["value"]["kernel"]) + _bias(p["value"])
-    o = attention(q, k, v, mask)
+    if rotate is not None:
+        q, k = rotate(q), rotate(k)
+    o = attention(q, k, v, mask, scale)
     return np.einsum("btnh,nhd->btd", o, p["out"]["kernel"]) + _bias(p["out"])
 
 
 def norm(cfg, p, x):
-    if cfg.norm == "rmsnorm":
-        return x / np.sqrt(np.mean(x**2, -1, keepdims=True) + cfg.norm_eps) * p["scale"]
+    """cfg: a ModelConfig (its norm group)."""
+    if cfg.norm.kind == "rmsnorm":
+        return x / np.sqrt(np.mean(x**2, -1, keepdims=True) + cfg.norm.eps) * p["scale"]
     mu = x.mean(-1, keepdims=True)
     var = ((x - mu) ** 2).mean(-1, keepdims=True)
-    return (x - mu) / np.sqrt(var + cfg.norm_eps) * p["scale"] + p["bias"]
+    return (x - mu) / np.sqrt(var + cfg.norm.eps) * p["scale"] + p["bias"]
 
 
 def ffn(cfg, p, x):
-    h = ACTIVATIONS[cfg.activation](x @ p["wi"]["kernel"] + _bias(p["wi"]))
-    if cfg.gated_ffn:
-        h = h * (x @ p["wi_gate"]["kernel"] + _bias(p["wi_gate"]))
+    """act(x Wi) Wo, or gated: (act(x Wi_gate) * (x Wi)) Wo (the gate is the activated one)."""
+    act = ACTIVATIONS[cfg.ffn.activation]
+    if cfg.ffn.gated:
+        h = act(x @ p["wi_gate"]["kernel"] + _bias(p["wi_gate"]))
+        h = h * (x @ p["wi"]["kernel"] + _bias(p["wi"]))
+    else:
+        h = act(x @ p["wi"]["kernel"] + _bias(p["wi"]))
     return h @ p["wo"]["kernel"] + _bias(p["wo"])
 
 
-def layer(cfg, p, x, mask, encoded=None, cross_mask=None):
-    """post-LN: x = norm(x + f(x)); pre-LN: x = x + f(norm(x))."""
+def layer(cfg, p, x, mask, encoded=None, cross_mask=None, rotate=None):
+    """post-LN: x = norm(x + f(x)); pre-LN: x = x + f(norm(x));
+    parallel: x + attn(n1(x)) + ffn(n2(x)), n2 = n1 when one norm is shared."""
+    scale = cfg.attention.scale
+    if cfg.norm.residual == "parallel":
+        h = norm(cfg, p["self_attn_norm"], x)
+        h2 = h if cfg.norm.parallel_norms == 1 else norm(cfg, p["ffn_norm"], x)
+        return x + mha(p["self_attn"], h, mask, None, scale, rotate) + ffn(cfg, p["ffn"], h2)
 
     def sub(x, norm_p, f):
-        if cfg.norm_placement == "pre":
+        if cfg.norm.residual == "pre":
             return x + f(norm(cfg, norm_p, x))
         return norm(cfg, norm_p, x + f(x))
 
-    x = sub(x, p["self_attn_norm"], lambda h: mha(p["self_attn"], h, mask))
+    x = sub(x, p["self_attn_norm"], lambda h: mha(p["self_attn"], h, mask, None, scale, rotate))
     if "cross_attn" in p:
-        x = sub(x, p["cross_attn_norm"], lambda h: mha(p["cross_attn"], h, cross_mask, encoded))
+        x = sub(
+            x,
+            p["cross_attn_norm"],
+            lambda h: mha(p["cross_attn"], h, cross_mask, encoded, scale),
+        )
     return sub(x, p["ffn_norm"], lambda h: ffn(cfg, p["ffn"], h))
 
 
-def sinusoid(length, d):
-    """PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(pos / 10000^(2i/d))."""
+def sinusoid(length, d, layout="interleaved"):
+    """The angles pos / 10000^(2i/d). "interleaved": PE(pos, 2i) = sin, PE(pos, 2i+1) = cos;
+    "halves" (Marian): the first ceil(d/2) columns sin of i = 0.., the rest cos of i = 0.."""
     table = np.zeros((length, d))
+    half = (d + 1) // 2
     for pos in range(length):
         for j in range(d):
-            angle = pos / 10000 ** ((j - j % 2) / d)
-            table[pos, j] = math.sin(angle) if j % 2 == 0 else math.cos(angle)
+            if layout == "interleaved":
+                angle = pos / 10000 ** ((j - j % 2) / d)
+                table[pos, j] = math.sin(angle) if j % 2 == 0 else math.cos(angle)
+            else:
+                i = j if j < half else j - half
+                angle = pos / 10000 ** (2 * i / d)
+                table[pos, j] = math.sin(angle) if j < half else math.cos(angle)
     return table
 
 
 def embed(cfg, p, table, tokens, positions, token_types=None):
     x = table[tokens]
-    if cfg.embed_scale:
+    if cfg.embed.scale:
         x = x * math.sqrt(cfg.d_model)
-    if cfg.position == "sinusoidal":
-        x = x + sinusoid(cfg.max_len, cfg.d_model)[positions]
-    elif cfg.position == "learned":
-        x = x + p["pos_embed"]["embedding"][positions + cfg.position_offset]
-    if cfg.type_vocab_size:
+    kind = cfg.positions.kind
+    if kind == "sinusoidal":
+        x = x + sinusoid(cfg.max_len, cfg.embed_size, cfg.positions.layout)[positions]
+    elif kind == "learned":
+        x = x + p["pos_embed"]["embedding"][positions + cfg.positions.offset]
+    if cfg.embed.type_vocab_size:
         types_ = np.zeros_like(tokens) if token_types is None else token_types
         x = x + p["type_embed"]["embedding"][types_]
-    if cfg.embed_norm:
+    if cfg.embed.norm:
         x = norm(cfg, p["embed_norm"], x)
+    if cfg.embed_size != cfg.d_model:
+        x = x @ p["embed_proj"]["kernel"] + p["embed_proj"]["bias"]
     return x
+
+
+def local(positions, window):  # [B, 1, T, T]: q - window < k
+    return (positions[:, None, :] > positions[:, :, None] - window)[:, None]
 
 
 def stack(cfg, p, table, tokens, mask, num_layers, *, token_types=None, encoded=None, xmask=None):
     positions = np.broadcast_to(np.arange(tokens.shape[1]), tokens.shape)
     x = embed(cfg, p.get("embed", {}), table, tokens, positions, token_types)
+    rotate = None
+    if cfg.positions.kind == "rotary":
+        rp = cfg.positions
+        rdim = rp.rotary_dim or cfg.head_dim
+
+        def rotate(t):
+            return rotary(t, positions, rp.theta, rdim, rp.layout)
+
+    groups = cfg.layer_groups or num_layers
+    pattern = cfg.attention.pattern
     for i in range(num_layers):
-        x = layer(cfg, p[f"layer_{i}"], x, mask, encoded, xmask)
-    return norm(cfg, p["final_norm"], x) if cfg.final_norm else x
+        kind = pattern[0] if len(pattern) == 1 else pattern[i]
+        m = mask & local(positions, cfg.attention.window) if kind == "local" else mask
+        x = layer(cfg, p[f"layer_{i * groups // num_layers}"], x, m, encoded, xmask, rotate)
+    return norm(cfg, p["final_norm"], x) if cfg.norm.final else x
 
 
 def key_mask(cfg, tokens):  # [B, 1, 1, S]
@@ -149,9 +212,10 @@ def causal(length):  # [1, 1, T, T]
 
 
 def logits(cfg, p, h):
-    if cfg.tie_embeddings:
+    h = h * cfg.output.scale
+    if cfg.output.tie:
         out = h @ p["token_embed"]["embedding"].T
-        return out + p["logits_bias"] if cfg.output_bias else out
+        return out + p["logits_bias"] if cfg.output.bias else out
     return h @ p["lm_head"]["kernel"] + _bias(p["lm_head"])
 
 
@@ -169,13 +233,13 @@ def encoder_only(cfg, p, tokens, token_types=None):
     mask = key_mask(cfg, tokens)
     h = stack(cfg, p["encoder"], table, tokens, mask, cfg.num_layers, token_types=token_types)
     cls = None
-    if cfg.num_labels:
+    if cfg.heads.num_labels:
         pooled = h[:, 0]
-        if cfg.pooler:
+        if cfg.heads.pooler:
             pooled = np.tanh(pooled @ p["pooler"]["kernel"] + p["pooler"]["bias"])
         cls = pooled @ p["classifier"]["kernel"] + p["classifier"]["bias"]
-    if cfg.mlm_transform:
-        t = ACTIVATIONS[cfg.activation](
+    if cfg.heads.mlm_transform:
+        t = ACTIVATIONS[cfg.ffn.activation](
             h @ p["mlm_transform"]["kernel"] + p["mlm_transform"]["bias"]
         )
         h = norm(cfg, p["mlm_norm"], t)
@@ -199,6 +263,8 @@ def ref():
         random_params=random_params,
         attention=attention,
         mha=mha,
+        rotary=rotary,
+        local=local,
         norm=norm,
         ffn=ffn,
         layer=layer,

@@ -11,8 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from transformer_jax.config import ModelConfig
+from transformer_jax.config import AttentionConfig, FeedForwardConfig, ModelConfig
 from transformer_jax.nn import attention as A
+from transformer_jax.nn.positions import PositionEncoding
 
 B, T, S, N, H = 3, 4, 5, 6, 7
 D = N * H  # 42
@@ -158,24 +159,85 @@ def test_bfloat16_inputs_compute_in_bfloat16_close_to_float32():
     assert err < 4 * 2**-8 * np.abs(np.asarray(out32)).max()
 
 
+@pytest.mark.parametrize("num_kv", [N, 2, 1], ids=["mha", "gqa", "mqa"])
+@pytest.mark.parametrize("scale, bias_lead", [(None, 1), (1.0, None), (1.0, 1), (0.3, B)])
+def test_attend_with_scale_and_bias_matches_numpy(ref, num_kv, scale, bias_lead):
+    # scores = q.k * scale + bias (T5: scale 1, relative-position bias [1, N, T, S]).
+    q, k, v = _qkv(num_kv, seed=8)
+    mask = KEY_VALID[:, None, None, :] & (Q_SEG[:, :, None] == K_SEG[:, None, :])[:, None]
+    bias = None
+    if bias_lead is not None:
+        bias = np.random.default_rng(9).standard_normal((bias_lead, N, T, S)).astype(np.float32)
+    k_cache, v_cache = (np.swapaxes(a, 1, 2) for a in (k, v))  # [B, K, S, H]
+    got = A.attend(q, k_cache, v_cache, jnp.asarray(mask), scale=scale, bias=bias)
+    got2 = A.dot_product_attention(q, k, v, jnp.asarray(mask), scale=scale, bias=bias)
+    want = ref.attention(*ref.f64((q, k, v)), mask, scale, None if bias is None else bias)
+    assert got.shape == (B, T, N, H)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(got2), want, rtol=1e-5, atol=1e-5)
+
+
+def test_attention_scale_and_bias_are_live():
+    # Contrast for the test above: a scale or a bias that were ignored would pass it only if
+    # the reference ignored them too, so check that each moves the output.
+    q, k, v = _qkv(2, seed=10)
+    base = np.asarray(A.dot_product_attention(q, k, v))
+    assert np.abs(np.asarray(A.dot_product_attention(q, k, v, scale=1.0)) - base).max() > 1e-2
+    bias = np.random.default_rng(11).standard_normal((1, N, T, S)).astype(np.float32)
+    assert np.abs(np.asarray(A.dot_product_attention(q, k, v, bias=bias)) - base).max() > 1e-2
+    # A bias constant along the keys changes nothing (softmax is shift invariant).
+    flat = np.broadcast_to(bias[..., :1], bias.shape)
+    got = np.asarray(A.dot_product_attention(q, k, v, bias=flat))
+    np.testing.assert_allclose(got, base, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("window", [1, 2, 3, 7])
+def test_window_mask_property(window):
+    q_pos = np.array([[0, 1, 2, 3], [5, 6, 7, 8], [4, 4, 0, 9]])  # [B, T]
+    k_pos = np.arange(10)[None]  # [1, 10], the cache slots
+    m = np.asarray(A.window_mask(jnp.asarray(q_pos), jnp.asarray(k_pos), window))
+    assert m.shape == (B, 1, T, 10) and m.dtype == bool
+    for b in range(B):
+        for t in range(T):
+            for j, kp in enumerate(k_pos[0]):
+                assert m[b, 0, t, j] == (q_pos[b, t] - window < kp), (b, t, kp)
+    # With the causal mask, each query sees exactly min(window, q + 1) keys: itself and the
+    # window - 1 before it.
+    causal = k_pos[0][None, None, :] <= q_pos[:, :, None]
+    seen = (m[:, 0] & causal).sum(-1)
+    np.testing.assert_array_equal(seen, np.minimum(window, q_pos + 1))
+
+
 # ------------------------------------------------------------------- MultiHeadAttention
-def _config(**overrides):
+def _config(attention=None, **overrides):
+    """An encoder-decoder config with N=6 heads of H=7 sharing 2 key/value heads; `attention`
+    is a dict of changes to its attention group."""
     fields = dict(
         arch="encoder_decoder",
         vocab_size=11,
         d_model=D,
-        num_heads=N,
-        num_kv_heads=2,
-        d_ff=13,
         num_layers=1,
         max_len=9,
         dropout_rate=0.0,
+        attention=AttentionConfig(num_heads=N, num_kv_heads=2).replace(**(attention or {})),
+        ffn=FeedForwardConfig(d_ff=13),
     )
     return ModelConfig(**{**fields, **overrides})
 
 
+def _module(cfg):
+    """MultiHeadAttention built from the config's attention group and numerics."""
+    return A.MultiHeadAttention(
+        cfg.attention,
+        d_model=cfg.d_model,
+        head_dim=cfg.head_dim,
+        dtype=cfg.compute_dtype,
+        init_std=cfg.init_std,
+    )
+
+
 def _mha_params(ref, cfg, x, seed=1):
-    module = A.MultiHeadAttention(cfg)
+    module = _module(cfg)
     shapes = jax.eval_shape(lambda: module.init(jax.random.key(0), x, None)["params"])
     return module, ref.random_params(shapes, seed=seed, scale=0.3)
 
@@ -183,7 +245,7 @@ def _mha_params(ref, cfg, x, seed=1):
 def test_mha_param_shapes():
     cfg = _config()
     x = jnp.zeros((B, T, D))
-    params = A.MultiHeadAttention(cfg).init(jax.random.key(0), x, None)["params"]
+    params = _module(cfg).init(jax.random.key(0), x, None)["params"]
     shapes = jax.tree.map(lambda a: a.shape, params)
     assert shapes == {
         "query": {"kernel": (D, N, H), "bias": (N, H)},
@@ -192,13 +254,29 @@ def test_mha_param_shapes():
         "out": {"kernel": (N, H, D), "bias": (D,)},
     }
     assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(params))
-    no_bias = A.MultiHeadAttention(_config(use_bias=False)).init(jax.random.key(0), x, None)
+    no_bias_cfg = _config(attention={"qkv_bias": False, "out_bias": False})
+    no_bias = _module(no_bias_cfg).init(jax.random.key(0), x, None)
     assert not [p for p in jax.tree_util.tree_leaves_with_path(no_bias) if "bias" in str(p[0])]
+    # The two switches are independent: projections in, projection out.
+    qkv_only = _module(_config(attention={"out_bias": False})).init(jax.random.key(0), x, None)
+    assert {k: set(v) for k, v in qkv_only["params"].items()} == {
+        "query": {"kernel", "bias"},
+        "key": {"kernel", "bias"},
+        "value": {"kernel", "bias"},
+        "out": {"kernel"},
+    }
+    out_only = _module(_config(attention={"qkv_bias": False})).init(jax.random.key(0), x, None)
+    assert {k: set(v) for k, v in out_only["params"].items()} == {
+        "query": {"kernel"},
+        "key": {"kernel"},
+        "value": {"kernel"},
+        "out": {"kernel", "bias"},
+    }
 
 
 @pytest.mark.parametrize("num_kv", [N, 2])
 def test_mha_self_and_cross_attention_match_numpy(ref, num_kv):
-    cfg = _config(num_kv_heads=num_kv)
+    cfg = _config(attention={"num_kv_heads": num_kv})
     rng = np.random.default_rng(2)
     x = rng.standard_normal((B, T, D)).astype(np.float32)
     enc = rng.standard_normal((B, S, D)).astype(np.float32)
@@ -271,11 +349,11 @@ def test_mha_cache_without_index_raises(ref):
 
 
 def test_attention_dropout(ref):
-    cfg = _config(attention_dropout_rate=0.5)
+    cfg = _config(attention={"dropout_rate": 0.5})
     x = np.random.default_rng(5).standard_normal((B, T, D)).astype(np.float32)
     module, params = _mha_params(ref, cfg, x)
     variables = {"params": params}
-    plain = A.MultiHeadAttention(cfg.replace(attention_dropout_rate=0.0))
+    plain = _module(cfg.replace(attention={"dropout_rate": 0.0}))
     base, _ = plain.apply(variables, x, None)
     det, _ = module.apply(variables, x, None)  # deterministic=True is the default
     np.testing.assert_array_equal(det, base)
@@ -288,3 +366,46 @@ def test_attention_dropout(ref):
     np.testing.assert_array_equal(a, a2)
     assert np.abs(np.asarray(a) - base).max() > 1e-2
     assert np.abs(np.asarray(a) - np.asarray(b)).max() > 1e-2
+
+
+@pytest.mark.parametrize(
+    "d_model, changes",
+    [
+        (11, dict(head_dim=H)),  # H=7 with D=11: head_dim is not d_model / num_heads
+        (D, dict(head_dim=5, scale=0.25, num_kv_heads=3)),  # and a score scale of its own
+        (D, dict(scale=1.0, qkv_bias=False)),  # T5's unscaled scores
+    ],
+    ids=["head_dim", "head_dim-scale-gqa", "scale-1"],
+)
+def test_mha_explicit_head_dim_and_scale_match_numpy(ref, d_model, changes):
+    cfg = _config(attention=changes, d_model=d_model)
+    head_dim = changes.get("head_dim", D // N)
+    assert cfg.head_dim == head_dim
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((B, T, d_model)).astype(np.float32)
+    module, params = _mha_params(ref, cfg, x)
+    assert params["query"]["kernel"].shape == (d_model, N, head_dim)
+    assert params["out"]["kernel"].shape == (N, head_dim, d_model)
+    mask = np.tril(np.ones((T, T), bool))[None, None] & KEY_VALID[:, None, None, :T]
+    out, kv = module.apply({"params": params}, x, jnp.asarray(mask))
+    assert out.shape == (B, T, d_model) and kv.k.shape == (B, cfg.kv_heads, T, head_dim)
+    want = ref.mha(ref.f64(params), x.astype(np.float64), mask, None, cfg.attention.scale)
+    np.testing.assert_allclose(np.asarray(out), want, rtol=1e-4, atol=1e-4)
+    assert A.KVCache.zeros(cfg, B, S).k.shape == (B, cfg.kv_heads, S, head_dim)
+
+
+def test_mha_adds_the_encoding_score_bias(ref):
+    # A position scheme's additive bias reaches the scores of self-attention.
+    cfg = _config()
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((B, T, D)).astype(np.float32)
+    bias = rng.standard_normal((1, N, T, T)).astype(np.float32)
+    module, params = _mha_params(ref, cfg, x)
+    out, _ = module.apply({"params": params}, x, None, encoding=PositionEncoding(bias=bias))
+    p, x64 = ref.f64(params), x.astype(np.float64)
+    q = np.einsum("btd,dnh->btnh", x64, p["query"]["kernel"]) + p["query"]["bias"]
+    k = np.einsum("bsd,dkh->bskh", x64, p["key"]["kernel"]) + p["key"]["bias"]
+    v = np.einsum("bsd,dkh->bskh", x64, p["value"]["kernel"]) + p["value"]["bias"]
+    o = ref.attention(q, k, v, None, None, bias.astype(np.float64))
+    want = np.einsum("btnh,nhd->btd", o, p["out"]["kernel"]) + p["out"]["bias"]
+    np.testing.assert_allclose(np.asarray(out), want, rtol=1e-4, atol=1e-4)

@@ -47,5 +47,11 @@ def test_paper_base_recipe_matches_the_paper():
     assert (c.warmup_steps, c.label_smoothing, c.schedule) == (4000, 0.1, "rsqrt")
     assert (c.b1, c.b2, c.eps) == (0.9, 0.98, 1e-9)
     m = run_config.model_config(c, c.vocab_size)
-    assert (m.d_model, m.d_ff, m.num_heads, m.num_layers, m.dropout_rate) == (512, 2048, 8, 6, 0.1)
+    assert (m.d_model, m.ffn.d_ff, m.num_heads, m.num_layers, m.dropout_rate) == (
+        512,
+        2048,
+        8,
+        6,
+        0.1,
+    )
     assert c.reverse_translation and c.dataset == "wmt14_translate/de-en"  # en -> de

@@ -9,7 +9,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from transformer_jax.config import ModelConfig
+from transformer_jax.config import (
+    AttentionConfig,
+    FeedForwardConfig,
+    LearnedPositions,
+    ModelConfig,
+    NoPositions,
+    SinusoidalPositions,
+)
 from transformer_jax.nn.embeddings import InputEmbedding, sinusoidal_table, token_embed
 
 B, T, D, V, MAX_LEN = 2, 5, 6, 11, 9
@@ -39,23 +46,24 @@ def test_sinusoidal_table_matches_reference_loop(ref):
     np.testing.assert_allclose(sinusoidal_table(13, 9), ref.sinusoid(13, 9), atol=1e-6)
 
 
-def _config(**overrides):
-    fields = dict(
+def _config(**changes):
+    """An encoder of width D=6; groups change by dicts or objects, as in ModelConfig.replace."""
+    base = ModelConfig(
         arch="encoder",
         vocab_size=V,
         d_model=D,
-        num_heads=2,
-        d_ff=4,
         num_layers=1,
         max_len=MAX_LEN,
         dropout_rate=0.0,
+        attention=AttentionConfig(num_heads=2),
+        ffn=FeedForwardConfig(d_ff=4),
     )
-    return ModelConfig(**{**fields, **overrides})
+    return base.replace(**changes)
 
 
-def _inputs(seed=0):
+def _inputs(seed=0, width=D):
     rng = np.random.default_rng(seed)
-    tok = rng.standard_normal((B, T, D)).astype(np.float32)
+    tok = rng.standard_normal((B, T, width)).astype(np.float32)
     positions = np.array([[0, 1, 2, 3, 4], [3, 4, 5, 0, 8]])  # [B, T]; 8 = max_len - 1
     types_ = np.array([[0, 0, 1, 1, 2], [2, 1, 0, 1, 0]])
     return tok, positions, types_
@@ -67,15 +75,21 @@ def _apply(ref, cfg, tok, positions, token_types=None, seed=1, **kwargs):
         lambda: module.init(jax.random.key(0), tok, positions, token_types).get("params", {})
     )
     params = ref.random_params(shapes, seed=seed, scale=0.5)
-    out = module.apply({"params": params}, tok, positions, token_types, **kwargs)
+    out, encoding = module.apply({"params": params}, tok, positions, token_types, **kwargs)
+    assert encoding.sin is None and encoding.bias is None  # these schemes only add
     return out, params
 
 
 CASES = {
-    "paper": dict(position="sinusoidal", embed_scale=True),
-    "bert": dict(position="learned", type_vocab_size=3, embed_norm=True, norm_eps=1e-12),
-    "bart": dict(position="learned", position_offset=2, embed_norm=True),
-    "rms-none": dict(position="none", embed_norm=True, norm="rmsnorm"),
+    "paper": dict(positions=SinusoidalPositions(), embed={"scale": True}),
+    "bert": dict(
+        positions=LearnedPositions(),
+        embed={"type_vocab_size": 3, "norm": True},
+        norm={"eps": 1e-12},
+    ),
+    "bart": dict(positions=LearnedPositions(offset=2), embed={"norm": True}),
+    "rms-none": dict(positions=NoPositions(), embed={"norm": True}, norm={"kind": "rmsnorm"}),
+    "marian-halves": dict(positions=SinusoidalPositions(layout="halves"), embed={"scale": True}),
 }
 
 
@@ -83,15 +97,15 @@ CASES = {
 def test_input_embedding_matches_numpy(ref, case):
     cfg = _config(**CASES[case])
     tok, positions, types_ = _inputs()
-    token_types = types_ if cfg.type_vocab_size else None
+    token_types = types_ if cfg.embed.type_vocab_size else None
     out, params = _apply(ref, cfg, tok, positions, token_types)
     assert out.shape == (B, T, D) and out.dtype == jnp.float32
     table = tok.astype(np.float64)  # embed() looks rows up in an identity "table"
     ids = np.arange(B * T).reshape(B, T)
     want = ref.embed(cfg, ref.f64(params), table.reshape(B * T, D), ids, positions, token_types)
     np.testing.assert_allclose(np.asarray(out), want, rtol=1e-5, atol=1e-5)
-    if cfg.position == "learned":
-        rows = MAX_LEN + cfg.position_offset
+    if cfg.positions.kind == "learned":
+        rows = MAX_LEN + cfg.positions.offset
         assert params["pos_embed"]["embedding"].shape == (rows, D)
     else:
         assert "pos_embed" not in params
@@ -99,9 +113,9 @@ def test_input_embedding_matches_numpy(ref, case):
 
 def test_sinusoidal_embedding_explicit_value():
     # tok * sqrt(D) + PE: one entry by hand, PE(pos=3, 2i=2) = sin(3 / 10000^(2/6)).
-    cfg = _config(position="sinusoidal", embed_scale=True)
+    cfg = _config(positions=SinusoidalPositions(), embed={"scale": True})
     tok, positions, _ = _inputs()
-    out = InputEmbedding(cfg).apply({}, tok, positions)
+    out, _ = InputEmbedding(cfg).apply({}, tok, positions)
     want = tok[1, 0, 2] * math.sqrt(D) + math.sin(3 / 10000 ** (2 / D))
     assert float(out[1, 0, 2]) == pytest.approx(want, abs=1e-5)
 
@@ -110,27 +124,29 @@ def test_token_types_default_to_type_zero(ref):
     cfg = _config(**CASES["bert"])
     tok, positions, _ = _inputs()
     implicit, params = _apply(ref, cfg, tok, positions, None)
-    explicit = InputEmbedding(cfg).apply({"params": params}, tok, positions, np.zeros((B, T), int))
+    explicit, _ = InputEmbedding(cfg).apply(
+        {"params": params}, tok, positions, np.zeros((B, T), int)
+    )
     np.testing.assert_array_equal(implicit, explicit)
 
 
 def test_token_types_without_type_vocab_raise():
-    cfg = _config(position="none")
+    cfg = _config(positions=NoPositions())
     tok, positions, types_ = _inputs()
     with pytest.raises(ValueError, match="type_vocab_size"):
         InputEmbedding(cfg).init(jax.random.key(0), tok, positions, types_)
 
 
 def test_embedding_dropout(ref):
-    cfg = _config(position="sinusoidal", dropout_rate=0.5)
+    cfg = _config(positions=SinusoidalPositions(), dropout_rate=0.5)
     tok, positions, _ = _inputs()
-    base = InputEmbedding(cfg).apply({}, tok, positions)
-    np.testing.assert_array_equal(base, InputEmbedding(cfg).apply({}, tok, positions))
+    base = InputEmbedding(cfg).apply({}, tok, positions)[0]
+    np.testing.assert_array_equal(base, InputEmbedding(cfg).apply({}, tok, positions)[0])
 
     def dropped(seed):
         return InputEmbedding(cfg).apply(
             {}, tok, positions, deterministic=False, rngs={"dropout": jax.random.key(seed)}
-        )
+        )[0]
 
     a, b = np.asarray(dropped(0)), np.asarray(dropped(1))
     np.testing.assert_array_equal(a, dropped(0))
@@ -152,3 +168,52 @@ def test_token_embed_table_and_bf16_lookup():
     )
     bf16 = token_embed(cfg.replace(dtype="bfloat16")).apply({"params": params}, ids)
     assert bf16.dtype == jnp.bfloat16
+
+
+@pytest.mark.parametrize("d_model", [6, 7])
+def test_sinusoidal_table_halves_layout(ref, d_model):
+    # Marian's layout: sin of every frequency first, then cos; the same angles as the paper.
+    table = sinusoidal_table(13, d_model, "halves")
+    np.testing.assert_allclose(table, ref.sinusoid(13, d_model, "halves"), atol=1e-6)
+    half = (d_model + 1) // 2
+    paper = sinusoidal_table(13, d_model)
+    np.testing.assert_array_equal(table[:, :half], paper[:, 0::2])  # the sin columns
+    np.testing.assert_array_equal(table[:, half:], paper[:, 1::2])  # the cos columns
+    with pytest.raises(ValueError, match="layout 'blocks'"):
+        sinusoidal_table(3, d_model, "blocks")
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        dict(positions=LearnedPositions(offset=2), embed={"type_vocab_size": 2, "norm": True}),
+        dict(positions=SinusoidalPositions(), embed={"scale": True}),
+    ],
+    ids=["albert", "sinusoidal"],
+)
+def test_factorised_embedding_matches_numpy(ref, changes):
+    # ALBERT: tables of width E < D (tokens, positions, types, norm at E), then E -> D.
+    E = 4
+    changes = {**changes, "embed": {**changes["embed"], "size": E}}
+    cfg = _config(**changes, heads={"mlm_transform": True})
+    assert cfg.embed_size == E
+    tok, positions, types_ = _inputs(width=E)
+    token_types = np.minimum(types_, 1) if cfg.embed.type_vocab_size else None
+    out, params = _apply(ref, cfg, tok, positions, token_types)
+    assert out.shape == (B, T, D)
+    assert params["embed_proj"]["kernel"].shape == (E, D)
+    if cfg.positions.kind == "learned":
+        assert params["pos_embed"]["embedding"].shape == (MAX_LEN + 2, E)
+        assert params["type_embed"]["embedding"].shape == (2, E)
+        assert params["embed_norm"]["scale"].shape == (E,)
+    ids = np.arange(B * T).reshape(B, T)
+    table = tok.astype(np.float64).reshape(B * T, E)
+    want = ref.embed(cfg, ref.f64(params), table, ids, positions, token_types)
+    np.testing.assert_allclose(np.asarray(out), want, rtol=1e-5, atol=1e-5)
+
+
+def test_embedding_without_factorisation_has_no_projection(ref):
+    cfg = _config(embed={"size": D})  # E == D: nothing to project
+    tok, positions, _ = _inputs()
+    _, params = _apply(ref, cfg, tok, positions)
+    assert "embed_proj" not in params

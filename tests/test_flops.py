@@ -20,7 +20,7 @@ def test_decoder_flops_closed_form():
 def test_encoder_decoder_flops_closed_form():
     cfg = presets.get("transformer-base")
     s, t, d, v, n = 40, 30, cfg.d_model, cfg.vocab_size, cfg.num_layers
-    f = cfg.d_ff
+    f = cfg.ffn.d_ff
     enc = n * (8 * s * d * d + 4 * s * d * f + 4 * s * s * d)
     cross = 4 * t * d * d + 4 * s * d * d + 4 * t * s * d  # q, o on T; k, v on S; scores
     dec = n * (8 * t * d * d + 4 * t * d * f + 4 * t * t * d + cross)
@@ -29,9 +29,19 @@ def test_encoder_decoder_flops_closed_form():
 
 def test_gated_and_grouped_variants():
     base = presets.get("gpt-tiny")
-    gated = base.replace(gated_ffn=True)
-    t, d, f, n = 16, base.d_model, base.d_ff, base.num_layers
+    gated = base.replace(ffn={"gated": True})
+    t, d, f, n = 16, base.d_model, base.ffn.d_ff, base.num_layers
     assert flops.forward_flops(gated, t) - flops.forward_flops(base, t) == n * 2 * t * d * f
-    gqa = base.replace(num_kv_heads=1)  # k, v project to one head of head_dim
+    gqa = base.replace(attention={"num_kv_heads": 1})  # k, v: one head of head_dim
     saved = n * 2 * 2 * t * d * (d - base.head_dim)
     assert flops.forward_flops(base, t) - flops.forward_flops(gqa, t) == saved
+
+
+def test_factorised_embedding_flops():
+    """E < D: the projection E -> D of every input token, and a tied output decodes from E
+    (the MLM transform projects D -> E first)."""
+    base = presets.get("bert-tiny")
+    e, t, d, v = 16, 12, base.d_model, base.vocab_size
+    fact = base.replace(embed={"size": e})
+    layers = flops.forward_flops(base, t) - t * 2 * d * v  # identical layers in both
+    assert flops.forward_flops(fact, t) == layers + t * (2 * e * v + 2 * e * d)

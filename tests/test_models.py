@@ -18,50 +18,64 @@ import numpy as np
 import pytest
 
 from transformer_jax import models, presets
+from transformer_jax.config import NoPositions, RotaryPositions, SinusoidalPositions
+from transformer_jax.migrate import PARAM_LAYOUT, migrate_paths
 
 V, D, NH, F, MAX_LEN = 61, 24, 4, 40, 16
 B, T, S = 2, 7, 5
-SMALL = dict(
-    vocab_size=V,
-    d_model=D,
-    num_heads=NH,
-    d_ff=F,
-    num_layers=2,
-    max_len=MAX_LEN,
-    dropout_rate=0.0,
-    attention_dropout_rate=0.0,
-)
+SMALL = dict(vocab_size=V, d_model=D, num_layers=2, max_len=MAX_LEN, dropout_rate=0.0)
 
-GPT = presets.get("gpt-tiny", **SMALL, pad_id=2)  # pre-LN, learned positions, tied
-BERT = presets.get("bert-tiny", **SMALL, num_labels=3)  # post-LN, token types, MLM + pooler
+
+def small(name, **changes):
+    """The preset shrunk to the sizes above (dropout off), then `changes`."""
+    cfg = presets.get(name).replace(
+        **SMALL, attention={"num_heads": NH, "dropout_rate": 0.0}, ffn={"d_ff": F}
+    )
+    return cfg.replace(**changes)
+
+
+GPT = small("gpt-tiny", pad_id=2)  # pre-LN, learned positions, tied
+BERT = small("bert-tiny", heads={"num_labels": 3})  # post-LN, token types, MLM + pooler
 # Encoder-decoders: 1 encoder + 2 decoder layers, or 2 + 1, so that a swap shows.
-BART = presets.get(
-    "bart-tiny", **{**SMALL, "num_layers": 1}, num_decoder_layers=2, position_offset=2, pad_id=1
-)
-PAPER = presets.get("transformer-tiny", **SMALL, num_decoder_layers=1, pad_id=3)  # sinusoidal
+BART = small("bart-tiny", num_layers=1, num_decoder_layers=2, positions={"offset": 2}, pad_id=1)
+PAPER = small("transformer-tiny", num_decoder_layers=1, pad_id=3)  # sinusoidal
 # Family switches the presets do not cover: pre-LN + RMSNorm + gated SiLU + grouped kv heads,
 # without biases, untied output; decoder without positions, seq2seq with sinusoidal ones.
 LLAMA = GPT.replace(
-    num_kv_heads=2,
-    norm="rmsnorm",
-    gated_ffn=True,
-    activation="silu",
-    use_bias=False,
-    tie_embeddings=False,
-    position="none",
+    attention={"num_kv_heads": 2, "qkv_bias": False, "out_bias": False},
+    norm={"kind": "rmsnorm"},
+    ffn={"gated": True, "activation": "silu", "bias": False},
+    output={"tie": False},
+    positions=NoPositions(),
 )
 SEQ2SEQ_GQA = BART.replace(
-    num_kv_heads=2,
-    norm_placement="pre",
-    final_norm=True,
-    norm="rmsnorm",
-    gated_ffn=True,
-    activation="silu",
-    tie_embeddings=False,
-    output_bias=True,
-    position="sinusoidal",
-    position_offset=0,
+    attention={"num_kv_heads": 2},
+    norm={"residual": "pre", "final": True, "kind": "rmsnorm"},
+    ffn={"gated": True, "activation": "silu"},
+    output={"tie": False, "bias": True},
+    positions=SinusoidalPositions(),
 )
+# The seams of the grouped config: rotary positions (partial, "half" pairs) on the LLaMA-like
+# decoder; GPT-NeoX-like parallel residual with two norms and interleaved rotary; sliding-
+# window layers (window 3 < T) with 3 layers on 2 parameter sets; a T5-like seq2seq (score
+# scale 1, no biases, no positions, hidden states scaled before the tied projection);
+# ALBERT-like encoder: one layer shared by 3, factorised embeddings E=10 < D.
+ROPE = LLAMA.replace(positions=RotaryPositions(rotary_dim=4))
+NEOX = GPT.replace(
+    positions=RotaryPositions(layout="interleaved", theta=100.0),
+    norm={"residual": "parallel", "parallel_norms": 2},
+)
+WINDOW = GPT.replace(
+    num_layers=3, layer_groups=2, attention={"pattern": ("local", "global", "local"), "window": 3}
+)
+T5ISH = BART.replace(
+    attention={"scale": 1.0, "qkv_bias": False, "out_bias": False},
+    ffn={"bias": False},
+    norm={"kind": "rmsnorm", "residual": "pre", "final": True},
+    output={"scale": D**-0.5},
+    positions=NoPositions(),
+)
+ALBERT = BERT.replace(num_layers=3, layer_groups=1, embed={"size": 10})
 
 CONFIGS = {
     "gpt": GPT,
@@ -70,7 +84,33 @@ CONFIGS = {
     "bart": BART,
     "paper": PAPER,
     "seq2seq-gqa": SEQ2SEQ_GQA,
+    "rope": ROPE,
+    "neox": NEOX,
+    "window": WINDOW,
+    "t5ish": T5ISH,
+    "albert": ALBERT,
 }
+
+
+def test_legacy_flat_overrides_give_the_same_configs():
+    # Recipes written for version 1 pass flat names; they must build the configs above.
+    legacy = dict(
+        vocab_size=V, d_model=D, num_heads=NH, d_ff=F, num_layers=2, max_len=MAX_LEN,
+        dropout_rate=0.0, attention_dropout_rate=0.0,
+    )  # fmt: skip
+    assert presets.get("gpt-tiny", **legacy, pad_id=2) == GPT
+    bart = presets.get(
+        "bart-tiny", **{**legacy, "num_layers": 1}, num_decoder_layers=2, position_offset=2,
+        pad_id=1,
+    )  # fmt: skip
+    assert bart == BART
+    llama = GPT.override(
+        dict(
+            num_kv_heads=2, norm="rmsnorm", gated_ffn=True, activation="silu", use_bias=False,
+            tie_embeddings=False, position="none",
+        )
+    )  # fmt: skip
+    assert llama == LLAMA
 
 
 def by_arch(*archs):
@@ -165,7 +205,7 @@ def test_forward_matches_numpy_reference(ref, cfg):
     elif cfg.arch == "encoder":
         want, want_cls = ref.encoder_only(cfg, p, *inputs)
         cls = np.asarray(fn(cfg, "pretrain")(p, *inputs)[1])
-        assert cls.shape == (B, cfg.num_labels) and cls.dtype == np.float32
+        assert cls.shape == (B, cfg.heads.num_labels) and cls.dtype == np.float32
         assert_close(cls, want_cls, 1e-4)
     else:
         want = ref.encoder_decoder(cfg, p, *inputs)
@@ -272,7 +312,7 @@ def _split(out, alone_out, len_a, len_b):
     )
 
 
-@pytest.mark.parametrize("cfg", by_name("gpt", "bert"))
+@pytest.mark.parametrize("cfg", by_name("gpt", "bert", "rope", "window"))
 def test_packed_rows_equal_separate_runs(cfg):
     packed, seg, pos, alone = _packed_rows(cfg, 3, 4, seed=5)
     extra = ()
@@ -325,7 +365,9 @@ CACHE_LEN = 8  # > T: the slot past the end stays stale and hidden
 PROMPT = np.array([2, 4])  # row b's prompt length; rows decode at different positions
 
 
-@pytest.mark.parametrize("cfg", by_name("gpt", "llama-gqa", "bart", "seq2seq-gqa"))
+@pytest.mark.parametrize(
+    "cfg", by_name("gpt", "llama-gqa", "bart", "seq2seq-gqa", "rope", "neox", "window", "t5ish")
+)
 def test_cached_decoding_equals_uncached(cfg):
     inputs = base_inputs(cfg)
     if cfg.arch == "encoder_decoder":
@@ -391,7 +433,7 @@ def _loss_fn(cfg, batch, length):
     rng = np.random.default_rng(3)
     w = jnp.asarray(rng.standard_normal((batch, length, cfg.vocab_size)), jnp.float32)
     if cfg.arch == "encoder":
-        w_cls = jnp.asarray(rng.standard_normal((batch, cfg.num_labels)), jnp.float32)
+        w_cls = jnp.asarray(rng.standard_normal((batch, cfg.heads.num_labels)), jnp.float32)
 
         def loss(p, *inputs):
             mlm, cls = model.apply({"params": p}, *inputs, method=models.EncoderOnly.pretrain)
@@ -403,7 +445,7 @@ def _loss_fn(cfg, batch, length):
 
 # The four tiny presets (shrunk, dropout off) and the GQA + gated + RMSNorm decoder; one
 # layer per stack is enough to reach every kind of parameter, and compiles faster.
-@pytest.mark.parametrize("cfg", by_name("gpt", "bert", "bart", "paper", "llama-gqa"))
+@pytest.mark.parametrize("cfg", by_name("gpt", "bert", "bart", "paper", "llama-gqa", "albert"))
 def test_every_parameter_gets_a_finite_nonzero_gradient(cfg):
     cfg = cfg.replace(num_layers=1, num_decoder_layers=1 if cfg.num_decoder_layers else None)
     params = params_of(cfg)
@@ -470,13 +512,13 @@ def _dropout_fn(cfg):
 @pytest.mark.parametrize(
     "cfg",
     [
-        pytest.param(GPT.replace(dropout_rate=0.1, attention_dropout_rate=0.2), id="gpt"),
+        pytest.param(GPT.replace(dropout_rate=0.1, attention={"dropout_rate": 0.2}), id="gpt"),
         pytest.param(BART.replace(dropout_rate=0.1), id="bart"),
     ],
 )
 def test_dropout(cfg):
     # Residual/embedding dropout here; attention dropout alone: test_attention.py.
-    base_cfg = cfg.replace(dropout_rate=0.0, attention_dropout_rate=0.0)
+    base_cfg = cfg.replace(dropout_rate=0.0, attention={"dropout_rate": 0.0})
     p, inputs = params_of(base_cfg), base_inputs(cfg)
     base = run(base_cfg, inputs)
     apply = _dropout_fn(cfg)
@@ -511,15 +553,125 @@ def test_inputs_longer_than_max_len_raise():
 
 
 def test_token_types_without_type_vocab_raise():
-    cfg = BERT.replace(type_vocab_size=0)
+    cfg = BERT.replace(embed={"type_vocab_size": 0})
     toks, types_ = base_inputs(BERT)
     with pytest.raises(ValueError, match="type_vocab_size"):
         _trace(cfg, toks, types_, method=models.EncoderOnly.pretrain)
 
 
 def test_classify_without_labels_and_bad_build_raise():
-    cfg = BERT.replace(num_labels=0)
+    cfg = BERT.replace(heads={"num_labels": 0})
     with pytest.raises(ValueError, match="num_labels"):
         _trace(cfg, *base_inputs(cfg), method=models.EncoderOnly.classify)
     with pytest.raises(TypeError, match="ModelConfig"):
         models.build(BERT.to_dict())
+
+
+# ------------------------------------------------------------------------ shared layers
+def test_shared_layers_have_one_parameter_set():
+    shapes = jax.eval_shape(lambda r: models.init_params(ALBERT, r), jax.random.key(0))
+    layers = sorted(k for k in shapes["encoder"] if k.startswith("layer_"))
+    assert layers == ["layer_0"]
+    unshared = ALBERT.replace(layer_groups=None)
+    full = jax.eval_shape(lambda r: models.init_params(unshared, r), jax.random.key(0))
+    per_layer = models.count_params(shapes["encoder"]["layer_0"])
+    assert models.count_params(full) - models.count_params(shapes) == 2 * per_layer
+    # 3 layers on 2 sets: depth i uses set floor(i * 2 / 3) = 0, 0, 1 (checked against the
+    # reference's rule by test_forward_matches_numpy_reference[window]).
+    window = jax.eval_shape(lambda r: models.init_params(WINDOW, r), jax.random.key(0))
+    assert sorted(k for k in window["decoder"] if k.startswith("layer_")) == ["layer_0", "layer_1"]
+    assert len(models.init_cache(WINDOW, 1, 4)) == 3  # one cache per depth, not per set
+
+
+def test_shared_layer_gradient_is_the_sum_of_per_use_gradients():
+    # A model whose layers hold copies of one parameter set computes the same function; the
+    # shared set's gradient is the sum of the copies' gradients (chain rule), and every other
+    # parameter's gradient is the same. (A 2-layer decoder: two compilations, kept small.)
+    shared_cfg = GPT.replace(layer_groups=1)
+    unshared_cfg = GPT
+    shared = params_of(shared_cfg)
+    assert sorted(k for k in shared["decoder"] if k.startswith("layer_")) == ["layer_0"]
+    copies = {**shared, "decoder": {**shared["decoder"], "layer_1": shared["decoder"]["layer_0"]}}
+    inputs = base_inputs(shared_cfg, seed=6)
+    loss_shared, loss_copies = _loss_fn(shared_cfg, B, T), _loss_fn(unshared_cfg, B, T)
+    (v_shared, g_shared), (v_copies, g_copies) = jax.jit(
+        lambda a, b, x: (
+            jax.value_and_grad(loss_shared)(a, x),
+            jax.value_and_grad(loss_copies)(b, x),
+        )
+    )(shared, copies, *inputs)
+    assert_close(np.asarray(v_shared), np.asarray(v_copies), 1e-5)
+    layers = [g_copies["decoder"].pop(f"layer_{i}") for i in range(2)]
+    summed = jax.tree.map(lambda a, b: a + b, *layers)
+    want = {**g_copies, "decoder": {**g_copies["decoder"], "layer_0": summed}}
+    assert jax.tree.structure(g_shared) == jax.tree.structure(want)
+    for (path, got), w in zip(
+        jax.tree_util.tree_leaves_with_path(g_shared), jax.tree.leaves(want), strict=True
+    ):
+        tol = 1e-4 * max(1.0, float(np.abs(w).max()))
+        np.testing.assert_allclose(got, w, rtol=1e-4, atol=tol, err_msg=jax.tree_util.keystr(path))
+    # Each use contributes: no single copy's gradient is the whole.
+    for g in layers:
+        assert np.abs(g["ffn"]["wo"]["kernel"] - summed["ffn"]["wo"]["kernel"]).max() > 1e-4
+
+
+# ------------------------------------------------------------------------------ backbone
+def test_backbone_params_and_features(ref):
+    # init_params(heads=False) is what `features` reads: no MLM transform, logits bias,
+    # classifier (encoder) or untied lm_head (decoder); the tied token table and the pooler
+    # are part of the backbone. The heads applied (in NumPy) to the features give the
+    # model's outputs.
+    cfg = BERT
+    full = params_of(cfg)
+    backbone = jax.eval_shape(lambda r: models.init_params(cfg, r, heads=False), jax.random.key(0))
+    assert set(full) - set(backbone) == {"mlm_transform", "mlm_norm", "logits_bias", "classifier"}
+    assert {"pooler", "token_embed", "encoder"} <= set(backbone)
+    toks, types_ = base_inputs(cfg)
+    h, pooled = fn(cfg, "features")({k: full[k] for k in backbone}, toks, types_)
+    assert h.shape == (B, T, D) and pooled.shape == (B, D)
+    p, h64 = ref.f64(full), np.asarray(h, np.float64)
+    assert_close(
+        np.asarray(pooled), np.tanh(h64[:, 0] @ p["pooler"]["kernel"] + p["pooler"]["bias"])
+    )
+    mlm, cls = fn(cfg, "pretrain")(full, toks, types_)
+    want_cls = np.asarray(pooled, np.float64) @ p["classifier"]["kernel"] + p["classifier"]["bias"]
+    assert_close(np.asarray(cls), want_cls, 1e-4)
+    t = ref.activations[cfg.ffn.activation](
+        h64 @ p["mlm_transform"]["kernel"] + p["mlm_transform"]["bias"]
+    )
+    t = ref.norm(cfg, p["mlm_norm"], t)
+    want_mlm = t @ p["token_embed"]["embedding"].T + p["logits_bias"]
+    assert_close(np.asarray(mlm), want_mlm, 1e-4)
+
+    cfg = LLAMA  # untied output
+    full = params_of(cfg)
+    backbone = jax.eval_shape(lambda r: models.init_params(cfg, r, heads=False), jax.random.key(0))
+    assert set(full) - set(backbone) == {"lm_head"}
+    toks = base_inputs(cfg)[0]
+    h = np.asarray(fn(cfg, "features")({k: full[k] for k in backbone}, toks), np.float64)
+    assert_close(run(cfg, (toks,)), h @ ref.f64(full["lm_head"])["kernel"], 1e-4)
+
+
+# -------------------------------------------------------------------- parameter layouts
+@pytest.mark.parametrize("cfg", by_name("llama-gqa", "bart", "bert"))
+def test_layout_1_paths_migrate_to_the_current_tree(cfg):
+    # Layout 1 (before the grouped config) named a gated FFN's linear branch `wi_gate` and
+    # its activated one `wi`, and kept learned positions at <stack>/embed/pos_embed.
+    shapes = jax.eval_shape(lambda r: models.init_params(cfg, r), jax.random.key(0))
+    current = {
+        "/".join(str(k.key) for k in path): leaf
+        for path, leaf in jax.tree_util.tree_leaves_with_path(shapes)
+    }
+    swap = {"wi": "wi_gate", "wi_gate": "wi"} if cfg.ffn.gated else {}
+
+    def layout_1(path):
+        parts = path.split("/")
+        return "/".join(swap.get(p, p) if parts[i - 1] == "ffn" else p for i, p in enumerate(parts))
+
+    old = {"params/" + layout_1(k): k for k in current}
+    if cfg.ffn.gated:
+        assert "params/decoder/layer_0/ffn/wi/kernel" in old
+        assert old["params/decoder/layer_0/ffn/wi/kernel"] == "decoder/layer_0/ffn/wi_gate/kernel"
+    migrated = migrate_paths(old, 1, cfg)
+    assert migrated == {"params/" + new: new for new in current}
+    assert migrate_paths(migrated, PARAM_LAYOUT, cfg) == migrated  # current: unchanged

@@ -10,21 +10,29 @@ import jax.numpy as jnp
 import pytest
 
 from transformer_jax import models, presets
-from transformer_jax.config import ModelConfig
+from transformer_jax.config import (
+    AttentionConfig,
+    EmbeddingConfig,
+    FeedForwardConfig,
+    LearnedPositions,
+    ModelConfig,
+    NormConfig,
+    OutputConfig,
+)
 
 
-def _shapes(cfg: ModelConfig):
-    return jax.eval_shape(lambda r: models.init_params(cfg, r), jax.random.key(0))
+def _shapes(cfg: ModelConfig, heads: bool = True):
+    return jax.eval_shape(lambda r: models.init_params(cfg, r, heads=heads), jax.random.key(0))
 
 
 @functools.cache
-def preset_shapes(name: str):
-    return _shapes(presets.get(name))
+def preset_shapes(name: str, heads: bool = True):
+    return _shapes(presets.get(name), heads)
 
 
-def backbone(params) -> int:
-    heads = sum(models.count_params(params[h]) for h in models.ENCODER_HEADS if h in params)
-    return models.count_params(params) - heads
+def backbone(cfg: ModelConfig) -> int:
+    """Parameters of the backbone that `features` uses (init_params(heads=False))."""
+    return models.count_params(_shapes(cfg, heads=False))
 
 
 @pytest.mark.parametrize(
@@ -48,7 +56,12 @@ def test_bert_backbone_counts(name, count):
     # HF BertModel (embeddings + encoder + pooler), without the pretraining heads.
     params = preset_shapes(name)
     assert {"mlm_transform", "mlm_norm", "logits_bias", "classifier", "pooler"} <= set(params)
-    assert backbone(params) == count
+    backbone_params = preset_shapes(name, heads=False)
+    assert set(params) - set(backbone_params) == {
+        "mlm_transform", "mlm_norm", "logits_bias", "classifier"
+    }  # fmt: skip
+    assert "pooler" in backbone_params  # HF BertModel has the pooler
+    assert models.count_params(backbone_params) == count
 
 
 @pytest.mark.parametrize("name, paper", [("transformer-base", 65e6), ("transformer-big", 213e6)])
@@ -127,16 +140,17 @@ def test_unknown_preset_names_it():
 # ----------------------------------------------------------------- closed-form counts
 @pytest.mark.parametrize("V, P, d, N, L", [(101, 40, 48, 4, 3), (257, 33, 40, 5, 5)])
 def test_gpt2_closed_form(V, P, d, N, L):
-    cfg = presets.get(
-        "gpt2-small", vocab_size=V, max_len=P, d_model=d, num_heads=N, d_ff=4 * d, num_layers=L
-    )
+    cfg = presets.get(  # dotted overrides
+        "gpt2-small", vocab_size=V, max_len=P, d_model=d, num_layers=L,
+        **{"attention.num_heads": N, "ffn.d_ff": 4 * d},
+    )  # fmt: skip
     # tokens + positions + L * (attention 4d^2+4d, MLP 8d^2+5d, two LayerNorms 4d) + final LN.
     assert models.count_params(_shapes(cfg)) == V * d + P * d + L * (12 * d * d + 13 * d) + 2 * d
 
 
 def test_bert_closed_form():
     V, P, d, F, L, types, labels = 97, 21, 32, 56, 3, 2, 3
-    cfg = presets.get(
+    cfg = presets.get(  # the flat names of version 1
         "bert-base", vocab_size=V, max_len=P, d_model=d, num_heads=4, d_ff=F, num_layers=L,
         num_labels=labels,
     )  # fmt: skip
@@ -146,14 +160,14 @@ def test_bert_closed_form():
     heads = (d * d + d) + 2 * d + V + (d * labels + labels)  # MLM transform, norm, bias; NSP
     params = _shapes(cfg)
     assert models.count_params(params) == embeddings + L * per_layer + pooler + heads
-    assert backbone(params) == embeddings + L * per_layer + pooler
+    assert backbone(cfg) == embeddings + L * per_layer + pooler
 
 
 def test_bart_closed_form():
     V, P, d, L_enc, L_dec = 89, 19, 32, 2, 3
-    cfg = presets.get(
-        "bart-base", vocab_size=V, max_len=P, d_model=d, num_heads=8, d_ff=4 * d,
-        num_layers=L_enc, num_decoder_layers=L_dec,
+    cfg = presets.get("bart-base").replace(
+        vocab_size=V, max_len=P, d_model=d, num_layers=L_enc, num_decoder_layers=L_dec,
+        attention={"num_heads": 8}, ffn={"d_ff": 4 * d},
     )  # fmt: skip
     attn, ffn = 4 * d * d + 4 * d, 8 * d * d + 5 * d
     embed = (P + 2) * d + 2 * d  # positions with BART's offset of 2, embedding LayerNorm
@@ -167,9 +181,11 @@ def test_gqa_rmsnorm_untied_closed_form(gated):
     V, P, d, N, K, F, L = 71, 13, 30, 6, 2, 44, 2
     H = d // N
     cfg = ModelConfig(
-        arch="decoder", vocab_size=V, d_model=d, num_heads=N, num_kv_heads=K, d_ff=F,
-        num_layers=L, max_len=P, norm="rmsnorm", norm_placement="pre", final_norm=True,
-        gated_ffn=gated, use_bias=False, tie_embeddings=False, output_bias=True,
+        arch="decoder", vocab_size=V, d_model=d, num_layers=L, max_len=P,
+        attention=AttentionConfig(num_heads=N, num_kv_heads=K, qkv_bias=False, out_bias=False),
+        ffn=FeedForwardConfig(d_ff=F, gated=gated, bias=False),
+        norm=NormConfig(kind="rmsnorm", residual="pre", final=True),
+        output=OutputConfig(tie=False, bias=True),
     )  # fmt: skip
     attn = d * N * H + 2 * d * K * H + N * H * d  # no biases
     ffn = (3 if gated else 2) * d * F
@@ -178,3 +194,32 @@ def test_gqa_rmsnorm_untied_closed_form(gated):
     params = _shapes(cfg)
     assert models.count_params(params) == want
     assert params["decoder"]["layer_1"]["self_attn"]["value"]["kernel"].shape == (d, K, H)
+    assert backbone(cfg) == want - (d * V + V)  # the untied lm_head is the only head
+    ffn = params["decoder"]["layer_0"]["ffn"]
+    assert set(ffn) == ({"wi_gate", "wi", "wo"} if gated else {"wi", "wo"})
+
+
+# ------------------------------------------------------------------ the grouped config
+def test_closed_form_of_the_new_seams():
+    # Factorised embeddings E, 3 layers sharing 1 parameter set, explicit head size H != d/N,
+    # rotary positions (no table), parallel residual with one norm: each changes the count
+    # by its formula.
+    V, P, d, E, N, H, F, L = 53, 17, 20, 6, 3, 5, 24, 3
+    cfg = ModelConfig(
+        arch="decoder", vocab_size=V, d_model=d, num_layers=L, max_len=P, layer_groups=1,
+        attention=AttentionConfig(num_heads=N, head_dim=H),
+        ffn=FeedForwardConfig(d_ff=F),
+        positions=LearnedPositions(),
+        norm=NormConfig(residual="parallel", parallel_norms=1, final=True),
+        embed=EmbeddingConfig(size=E),
+        output=OutputConfig(tie=False),
+    )  # fmt: skip
+    attn = 3 * (d * N * H + N * H) + N * H * d + d
+    ffn = d * F + F + F * d + d
+    layer = attn + ffn + 2 * d  # one LayerNorm serves both branches
+    embed = V * E + P * E + (E * d + d)  # tables of width E, projection E -> d
+    want = embed + layer + 2 * d + d * V  # one shared layer, final norm, untied lm_head
+    assert models.count_params(_shapes(cfg)) == want
+    rotary = cfg.replace(positions={"kind": "rotary", "rotary_dim": 4})
+    assert models.count_params(_shapes(rotary)) == want - P * E
+    assert models.count_params(_shapes(cfg.replace(layer_groups=None))) == want + 2 * layer

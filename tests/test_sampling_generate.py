@@ -316,7 +316,7 @@ def test_other_entry_point_checks():
 def test_pad_id_is_never_generated_unless_it_is_eos():
     """A model that prefers its pad id above all: the sampler still never emits it (the
     uncached forward masks pad keys, so a generated pad would break cached == uncached)."""
-    cfg = presets.get("gpt-tiny").replace(pad_id=0, max_len=32, output_bias=True)
+    cfg = presets.get("gpt-tiny").replace(pad_id=0, max_len=32, output={"bias": True})
     params = models.init_params(cfg, jax.random.key(0))
     params = {**params, "logits_bias": params["logits_bias"].at[0].set(1e4)}
     tokens, lengths = generate(cfg, params, [[5, 6]], max_new_tokens=6, temperature=0.0)

@@ -25,22 +25,25 @@ from transformer_jax.nn.attention import (
     combine_masks,
     padding_mask,
     segment_mask,
+    window_mask,
 )
 from transformer_jax.nn.blocks import (
     ACTIVATIONS,
     LayerCache,
     TransformerLayer,
-    dense,
     init_layer_caches,
     make_norm,
 )
+from transformer_jax.nn.blocks import dense as _dense
 from transformer_jax.nn.embeddings import InputEmbedding, token_embed
 
 Cache = list[LayerCache]
 
-# Parameter subtrees that are heads on top of an encoder-only backbone (BERT's pretraining
-# heads); everything else, pooler included, is the backbone.
-ENCODER_HEADS = ("mlm_transform", "mlm_norm", "logits_bias", "lm_head", "classifier")
+
+def dense(config: ModelConfig, features: int, name: str, use_bias: bool = True) -> nn.Dense:
+    return _dense(
+        features, name, use_bias=use_bias, dtype=config.compute_dtype, init_std=config.init_std
+    )
 
 
 def _check_length(config: ModelConfig, length: int, what: str) -> None:
@@ -69,24 +72,31 @@ def _segments(a: jax.Array | None, b: jax.Array | None) -> jax.Array | None:
 
 
 class Stack(nn.Module):
-    """Input embedding, `num_layers` Transformer layers, optional final norm."""
+    """Input embedding (which computes the position encoding once), `num_layers` Transformer
+    layers (or `config.layer_groups` parameter sets applied in turn), optional final norm."""
 
     config: ModelConfig
     num_layers: int
     cross: bool = False
 
     def setup(self) -> None:
-        self.embed = InputEmbedding(self.config)
+        cfg = self.config
+        self.embed = InputEmbedding(cfg)
+        groups = self.num_layers if cfg.layer_groups is None else cfg.layer_groups
         self.layers = [
-            TransformerLayer(self.config, cross=self.cross, name=f"layer_{i}")
-            for i in range(self.num_layers)
+            TransformerLayer.from_config(cfg, cross=self.cross, name=f"layer_{g}")
+            for g in range(groups)
         ]
-        if self.config.final_norm:
-            self.final_norm = make_norm(self.config, "final_norm")
+        if cfg.norm.final:
+            self.final_norm = make_norm(cfg.norm, cfg.compute_dtype, "final_norm")
+
+    def _layer(self, i: int) -> TransformerLayer:
+        """The parameter set of depth i: floor(i * groups / layers) (ALBERT's rule)."""
+        return self.layers[i * len(self.layers) // self.num_layers]
 
     def __call__(
         self,
-        tok: jax.Array,  # [B, T, D] token embeddings
+        tok: jax.Array,  # [B, T, E] token embeddings
         positions: jax.Array,  # [B, T]
         mask: jax.Array | None,  # [B, 1, T, S]
         *,
@@ -96,15 +106,22 @@ class Stack(nn.Module):
         cache: Cache | None = None,
         deterministic: bool = True,
     ) -> tuple[jax.Array, Cache | None]:
-        x = self.embed(tok, positions, token_types, deterministic=deterministic)  # [B, T, D]
+        att = self.config.attention
+        x, encoding = self.embed(tok, positions, token_types, deterministic=deterministic)
         if cache is not None and len(cache) != self.num_layers:
             raise ValueError(f"Cache has {len(cache)} layers; the model has {self.num_layers}.")
+        masks = {"global": mask}
+        if "local" in att.pattern:  # keys q - window < k (causality comes with `mask`)
+            # Key positions: the tokens themselves, or the cache slots (slot j = position j).
+            keys = positions if cache is None else jnp.arange(cache[0]["self"].length)[None]
+            masks["local"] = combine_masks(mask, window_mask(positions, keys, att.window))
         cache_index = None if cache is None else positions[:, 0]  # [B]
         new_cache = None if cache is None else []
-        for i, layer in enumerate(self.layers):
-            x, layer_cache = layer(
+        for i in range(self.num_layers):
+            x, layer_cache = self._layer(i)(
                 x,
-                mask,
+                masks[att.layer_kind(i)],
+                encoding=encoding,
                 encoded=encoded,
                 cross_mask=cross_mask,
                 cache=None if cache is None else cache[i],
@@ -113,49 +130,70 @@ class Stack(nn.Module):
             )
             if new_cache is not None:
                 new_cache.append(layer_cache)
-        if self.config.final_norm:
+        if self.config.norm.final:
             x = self.final_norm(x)
         return x, new_cache
 
 
+class _LogitsBias(nn.Module):
+    """A [vocab] bias on the logits, created when first used (so that a backbone-only
+    `init_params(heads=False)` has none); shares its parent's scope: path `logits_bias`."""
+
+    vocab_size: int
+
+    @nn.compact
+    def __call__(self, logits: jax.Array) -> jax.Array:
+        bias = self.param("logits_bias", nn.initializers.zeros, (self.vocab_size,))
+        return logits + bias.astype(logits.dtype)
+
+
 class _OutputMixin:
-    """Vocabulary projection: tied to the token table or a separate dense, optional bias."""
+    """Vocabulary projection: tied to the token table or a separate dense, optional bias,
+    optional scale of the hidden states first."""
 
     def _setup_output(self) -> None:
         cfg = self.config
         self.token_embed = token_embed(cfg)
-        if not cfg.tie_embeddings:
-            self.lm_head = dense(cfg, cfg.vocab_size, "lm_head", use_bias=cfg.output_bias)
-        elif cfg.output_bias:
-            self.logits_bias = self.param("logits_bias", nn.initializers.zeros, (cfg.vocab_size,))
+        if not cfg.output.tie:
+            self.lm_head = dense(cfg, cfg.vocab_size, "lm_head", use_bias=cfg.output.bias)
+        elif cfg.output.bias:
+            self.add_logits_bias = _LogitsBias(cfg.vocab_size)
+            nn.share_scope(self, self.add_logits_bias)
 
-    def _logits(self, h: jax.Array) -> jax.Array:  # [B, T, D] -> [B, T, V] float32
-        cfg = self.config
-        if cfg.tie_embeddings:
+    def _logits(self, h: jax.Array) -> jax.Array:  # [B, T, D or E] -> [B, T, V] float32
+        out = self.config.output
+        if out.scale != 1.0:
+            h = h * jnp.asarray(out.scale, h.dtype)
+        if out.tie:
             logits = self.token_embed.attend(h)  # [B, T, V]
-            if cfg.output_bias:
-                logits = logits + self.logits_bias.astype(logits.dtype)
+            if out.bias:
+                logits = self.add_logits_bias(logits)
         else:
             logits = self.lm_head(h)  # [B, T, V]
         return logits.astype(jnp.float32)
 
 
 class EncoderOnly(_OutputMixin, nn.Module):
-    """BERT-style: bidirectional self-attention; MLM logits, pooled output, classifier."""
+    """BERT-style: bidirectional self-attention; MLM logits, pooled output, classifier.
+
+    The backbone is what `features` uses (embeddings, layers, pooler); the MLM transform,
+    logits bias and classifier are heads on top of it.
+    """
 
     config: ModelConfig
 
     def setup(self) -> None:
         cfg = self.config
+        heads = cfg.heads
         self._setup_output()
         self.encoder = Stack(cfg, cfg.num_layers)
-        if cfg.pooler:
-            self.pooler = dense(cfg, cfg.d_model, "pooler", use_bias=True)
-        if cfg.mlm_transform:
-            self.mlm_transform = dense(cfg, cfg.d_model, "mlm_transform", use_bias=True)
-            self.mlm_norm = make_norm(cfg, "mlm_norm")
-        if cfg.num_labels:
-            self.classifier = dense(cfg, cfg.num_labels, "classifier", use_bias=True)
+        if heads.pooler:
+            self.pooler = dense(cfg, cfg.d_model, "pooler")
+        if heads.mlm_transform:
+            self.mlm_transform = dense(cfg, cfg.embed_size, "mlm_transform")  # D -> E
+            self.mlm_norm = make_norm(cfg.norm, cfg.compute_dtype, "mlm_norm")
+        if heads.num_labels:
+            self.classifier = dense(cfg, heads.num_labels, "classifier")
             self.classifier_dropout = nn.Dropout(cfg.dropout_rate)
 
     def encode(
@@ -180,19 +218,27 @@ class EncoderOnly(_OutputMixin, nn.Module):
         )
         return h
 
+    def features(
+        self, tokens: jax.Array, token_types: jax.Array | None = None
+    ) -> tuple[jax.Array, jax.Array]:
+        """The backbone's outputs: (hidden states [B, T, D], pooled first token [B, D])."""
+        h = self.encode(tokens, token_types)
+        return h, self.pool(h)
+
     def mlm_logits(self, h: jax.Array) -> jax.Array:  # [B, T, D] -> [B, T, V]
-        if self.config.mlm_transform:
-            h = self.mlm_norm(ACTIVATIONS[self.config.activation](self.mlm_transform(h)))
+        if self.config.heads.mlm_transform:
+            act = ACTIVATIONS[self.config.ffn.activation]
+            h = self.mlm_norm(act(self.mlm_transform(h)))  # [B, T, E]
         return self._logits(h)
 
     def pool(self, h: jax.Array) -> jax.Array:
         """First-token summary [B, D]: tanh(dense(h[:, 0])) with a pooler, else h[:, 0]."""
         first = h[:, 0]  # [B, D]
-        return jnp.tanh(self.pooler(first)) if self.config.pooler else first
+        return jnp.tanh(self.pooler(first)) if self.config.heads.pooler else first
 
     def classify_hidden(self, h: jax.Array, deterministic: bool = True) -> jax.Array:
-        if not self.config.num_labels:
-            raise ValueError("This model has no classifier: set ModelConfig.num_labels > 0.")
+        if not self.config.heads.num_labels:
+            raise ValueError("This model has no classifier: set ModelConfig.heads.num_labels > 0.")
         pooled = self.classifier_dropout(self.pool(h), deterministic=deterministic)
         return self.classifier(pooled).astype(jnp.float32)  # [B, num_labels]
 
@@ -239,7 +285,7 @@ class EncoderOnly(_OutputMixin, nn.Module):
             segment_ids=segment_ids,
             deterministic=deterministic,
         )
-        cls = self.classify_hidden(h, deterministic) if self.config.num_labels else None
+        cls = self.classify_hidden(h, deterministic) if self.config.heads.num_labels else None
         return self.mlm_logits(h), cls
 
 
@@ -261,6 +307,20 @@ class DecoderOnly(_OutputMixin, nn.Module):
         deterministic: bool = True,
     ) -> jax.Array:
         """Logits [B, T, V]; position t sees tokens 0..t only."""
+        h = self.features(
+            tokens, positions=positions, segment_ids=segment_ids, deterministic=deterministic
+        )
+        return self._logits(h)
+
+    def features(
+        self,
+        tokens: jax.Array,  # [B, T]
+        *,
+        positions: jax.Array | None = None,
+        segment_ids: jax.Array | None = None,
+        deterministic: bool = True,
+    ) -> jax.Array:
+        """The backbone's output: final hidden states [B, T, D], before the projection."""
         cfg = self.config
         _check_length(cfg, tokens.shape[1], "Input")
         mask = combine_masks(
@@ -274,7 +334,7 @@ class DecoderOnly(_OutputMixin, nn.Module):
             mask,
             deterministic=deterministic,
         )
-        return self._logits(h)
+        return h
 
     def decode(
         self,
@@ -336,6 +396,21 @@ class EncoderDecoder(_OutputMixin, nn.Module):
     ) -> tuple[jax.Array, Cache | None]:
         """(logits [B, T, V], new cache or None). With a cache, `positions` are required and
         cross-attention keys/values are projected on the first call and kept in the cache."""
+        h, new_cache = self._decode_hidden(
+            tgt,
+            encoded,
+            src,
+            positions=positions,
+            segment_ids=segment_ids,
+            src_segment_ids=src_segment_ids,
+            cache=cache,
+            deterministic=deterministic,
+        )
+        return self._logits(h), new_cache
+
+    def _decode_hidden(
+        self, tgt, encoded, src, *, positions, segment_ids, src_segment_ids, cache, deterministic
+    ) -> tuple[jax.Array, Cache | None]:
         cfg = self.config
         cross_mask = combine_masks(_key_mask(cfg, src), _segments(segment_ids, src_segment_ids))
         if cache is None:
@@ -359,7 +434,21 @@ class EncoderDecoder(_OutputMixin, nn.Module):
             cache=cache,
             deterministic=deterministic,
         )
-        return self._logits(h), new_cache
+        return h, new_cache
+
+    def features(self, src: jax.Array, tgt: jax.Array) -> jax.Array:
+        """The backbone's output: the decoder's final hidden states [B, T, D]."""
+        h, _ = self._decode_hidden(
+            tgt,
+            self.encode(src),
+            src,
+            positions=None,
+            segment_ids=None,
+            src_segment_ids=None,
+            cache=None,
+            deterministic=True,
+        )
+        return h
 
     def __call__(
         self,
@@ -398,8 +487,10 @@ def build(config: ModelConfig) -> nn.Module:
     return _ARCH_TO_MODEL[config.arch](config)
 
 
-def init_params(config: ModelConfig, rng: jax.Array) -> dict[str, Any]:
-    """Float32 parameters of every part of the model (heads included).
+def init_params(config: ModelConfig, rng: jax.Array, *, heads: bool = True) -> dict[str, Any]:
+    """Float32 parameters of the model: every part (heads=True), or only the backbone that
+    `features` uses (heads=False: no MLM transform, output bias, classifier or untied
+    lm_head; a tied token table is part of the backbone, as in HF's *Model classes).
 
     Pure: under `jax.eval_shape(lambda r: init_params(config, r), rng)` it allocates nothing,
     which is how full-size presets are counted and checked.
@@ -407,13 +498,14 @@ def init_params(config: ModelConfig, rng: jax.Array) -> dict[str, Any]:
     model = build(config)
     length = min(8, config.max_len)
     tokens = jnp.ones((1, length), jnp.int32)  # [B, T]
-    if config.arch == "encoder":
-        variables = model.init(rng, tokens, method=EncoderOnly.pretrain)
-    elif config.arch == "decoder":
-        variables = model.init(rng, tokens)
+    args = (tokens, tokens) if config.arch == "encoder_decoder" else (tokens,)
+    if not heads:
+        method = type(model).features
+    elif config.arch == "encoder":
+        method = EncoderOnly.pretrain
     else:
-        variables = model.init(rng, tokens, tokens)
-    return variables["params"]
+        method = None
+    return model.init(rng, *args, method=method)["params"]
 
 
 def init_cache(config: ModelConfig, batch: int, length: int) -> Cache:

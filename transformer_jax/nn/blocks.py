@@ -2,18 +2,21 @@
 
 An encoder layer is (self-attention, feed-forward); a decoder layer is (causal
 self-attention, optional cross-attention, feed-forward). Which masks apply is decided by the
-caller; the layer only wires sublayers with residuals in post-LN or pre-LN order.
+caller; the layer wires the sublayers with residuals: post-LN, pre-LN or parallel.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
-from transformer_jax.config import ModelConfig
+from transformer_jax.config import AttentionConfig, FeedForwardConfig, ModelConfig, NormConfig
 from transformer_jax.nn.attention import KVCache, MultiHeadAttention
+from transformer_jax.nn.positions import PositionEncoding
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": nn.relu,
@@ -23,60 +26,93 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 }
 
 
-def make_norm(config: ModelConfig, name: str) -> nn.Module:
+def make_norm(config: NormConfig, dtype: Any, name: str) -> nn.Module:
     """LayerNorm (scale + bias) or RMSNorm (scale only); statistics in float32."""
-    if config.norm == "rmsnorm":
-        return nn.RMSNorm(epsilon=config.norm_eps, dtype=config.compute_dtype, name=name)
-    return nn.LayerNorm(epsilon=config.norm_eps, dtype=config.compute_dtype, name=name)
+    if config.kind == "rmsnorm":
+        return nn.RMSNorm(epsilon=config.eps, dtype=dtype, name=name)
+    return nn.LayerNorm(epsilon=config.eps, dtype=dtype, name=name)
 
 
-def dense(config: ModelConfig, features: int, name: str, use_bias: bool | None = None) -> nn.Dense:
+def dense(features: int, name: str, *, use_bias: bool, dtype: Any, init_std: float) -> nn.Dense:
     return nn.Dense(
         features,
-        use_bias=config.use_bias if use_bias is None else use_bias,
-        dtype=config.compute_dtype,
-        kernel_init=nn.initializers.normal(config.init_std),
+        use_bias=use_bias,
+        dtype=dtype,
+        kernel_init=nn.initializers.normal(init_std),
         name=name,
     )
 
 
 class FeedForward(nn.Module):
-    """FFN(x) = act(x W1 + b1) W2 + b2 (or gated: (act(x W1) * x W3) W2)."""
+    """FFN(x) = act(x Wi + bi) Wo + bo; gated: (act(x Wi_gate) * (x Wi)) Wo."""
 
-    config: ModelConfig
+    config: FeedForwardConfig
+    d_model: int  # D, output width
+    dtype: Any = jnp.float32
+    init_std: float = 0.02
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:  # [B, T, D] -> [B, T, D]
         cfg = self.config
-        h = ACTIVATIONS[cfg.activation](dense(cfg, cfg.d_ff, "wi")(x))  # [B, T, F]
-        if cfg.gated_ffn:
-            h = h * dense(cfg, cfg.d_ff, "wi_gate")(x)  # [B, T, F]
-        return dense(cfg, cfg.d_model, "wo")(h)  # [B, T, D]
+        kw = dict(use_bias=cfg.bias, dtype=self.dtype, init_std=self.init_std)
+        act = ACTIVATIONS[cfg.activation]
+        if cfg.gated:  # the activated branch is the gate (HF gate_proj, T5 wi_0)
+            h = act(dense(cfg.d_ff, "wi_gate", **kw)(x)) * dense(cfg.d_ff, "wi", **kw)(x)
+        else:
+            h = act(dense(cfg.d_ff, "wi", **kw)(x))  # [B, T, F]
+        return dense(self.d_model, "wo", **kw)(h)  # [B, T, D]
 
 
 LayerCache = dict[str, KVCache]  # {"self": KVCache, "cross": KVCache (decoders of seq2seq)}
 
 
 class TransformerLayer(nn.Module):
-    """One block. `cross=True` adds cross-attention over an encoder's output."""
+    """One block, built from the attention, feed-forward and norm groups of the config.
+    `cross=True` adds cross-attention over an encoder's output."""
 
-    config: ModelConfig
+    attn_cfg: AttentionConfig
+    ffn_cfg: FeedForwardConfig
+    norm_cfg: NormConfig
+    d_model: int  # D
+    head_dim: int  # H
+    dropout_rate: float = 0.0  # on residual branches
+    dtype: Any = jnp.float32
+    init_std: float = 0.02
     cross: bool = False
 
+    @classmethod
+    def from_config(cls, config: ModelConfig, **kwargs: Any) -> TransformerLayer:
+        """The layer of `config` (its attention, ffn and norm groups and the numerics)."""
+        return cls(
+            config.attention,
+            config.ffn,
+            config.norm,
+            d_model=config.d_model,
+            head_dim=config.head_dim,
+            dropout_rate=config.dropout_rate,
+            dtype=config.compute_dtype,
+            init_std=config.init_std,
+            **kwargs,
+        )
+
     def setup(self) -> None:
-        cfg = self.config
-        self.self_attn = MultiHeadAttention(cfg)
-        self.self_attn_norm = make_norm(cfg, "self_attn_norm")
+        attn = dict(
+            d_model=self.d_model, head_dim=self.head_dim, dtype=self.dtype, init_std=self.init_std
+        )
+        self.self_attn = MultiHeadAttention(self.attn_cfg, **attn)
+        self.self_attn_norm = make_norm(self.norm_cfg, self.dtype, "self_attn_norm")
         if self.cross:
-            self.cross_attn = MultiHeadAttention(cfg)
-            self.cross_attn_norm = make_norm(cfg, "cross_attn_norm")
-        self.ffn = FeedForward(cfg)
-        self.ffn_norm = make_norm(cfg, "ffn_norm")
-        self.dropout = nn.Dropout(cfg.dropout_rate)
+            self.cross_attn = MultiHeadAttention(self.attn_cfg, **attn)
+            self.cross_attn_norm = make_norm(self.norm_cfg, self.dtype, "cross_attn_norm")
+        self.ffn = FeedForward(
+            self.ffn_cfg, d_model=self.d_model, dtype=self.dtype, init_std=self.init_std
+        )
+        self.ffn_norm = make_norm(self.norm_cfg, self.dtype, "ffn_norm")
+        self.dropout = nn.Dropout(self.dropout_rate)
 
     def _sublayer(self, x, norm, fn, deterministic):
         """post-LN: norm(x + drop(f(x))); pre-LN: x + drop(f(norm(x))). f returns (y, aux)."""
-        pre = self.config.norm_placement == "pre"
+        pre = self.norm_cfg.residual == "pre"
         y, aux = fn(norm(x) if pre else x)
         x = x + self.dropout(y, deterministic=deterministic)
         return (x if pre else norm(x)), aux
@@ -86,6 +122,7 @@ class TransformerLayer(nn.Module):
         x: jax.Array,  # [B, T, D]
         mask: jax.Array | None,  # [B, 1, T, T or cache S]
         *,
+        encoding: PositionEncoding | None = None,  # the stack's, at these tokens' positions
         encoded: jax.Array | None = None,  # [B, S, D] encoder output (cross only)
         cross_mask: jax.Array | None = None,  # [B, 1, T, S]
         cache: LayerCache | None = None,
@@ -97,8 +134,25 @@ class TransformerLayer(nn.Module):
 
         def self_attention(h):
             return self.self_attn(
-                h, mask, cache=self_cache, cache_index=cache_index, deterministic=deterministic
+                h,
+                mask,
+                encoding=encoding,
+                cache=self_cache,
+                cache_index=cache_index,
+                deterministic=deterministic,
             )
+
+        if self.norm_cfg.residual == "parallel":
+            # x + attn(n1(x)) + ffn(n2(x)), n2 = n1 with one shared norm (no cross-attention).
+            h = self.self_attn_norm(x)
+            y, self_kv = self_attention(h)
+            h_ffn = h if self.norm_cfg.parallel_norms == 1 else self.ffn_norm(x)
+            x = (
+                x
+                + self.dropout(y, deterministic=deterministic)
+                + self.dropout(self.ffn(h_ffn), deterministic=deterministic)
+            )
+            return x, None if cache is None else {"self": self_kv}
 
         x, self_kv = self._sublayer(x, self.self_attn_norm, self_attention, deterministic)
         new_cache = None if cache is None else {"self": self_kv}

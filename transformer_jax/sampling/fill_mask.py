@@ -78,7 +78,7 @@ def fill_mask(
         type_rows = inputs.as_rows(token_types, lengths, what="token_types row")
         if [len(r) for r in type_rows] != [len(r) for r in rows]:
             raise ValueError("token_types must have the same lengths as tokens.")
-        inputs.check_ids(type_rows, max(config.type_vocab_size, 1), what="token_types row")
+        inputs.check_ids(type_rows, max(config.embed.type_vocab_size, 1), what="token_types row")
         types, _ = inputs.pad_rows(type_rows, width, 0)  # [B, width]
     probs, ids = _top_candidates(
         params, block, types, config=config, top_k=top_k, vocab_limit=vocab_limit

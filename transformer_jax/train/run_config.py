@@ -1,7 +1,9 @@
 """Run settings: every field a recipe in configs/ may set, with defaults, and their checks.
 
 Model hyperparameters are NOT here: `model` names a preset (transformer_jax.presets) and
-`model_overrides` changes fields of it; the vocabulary size comes from the tokenizer.
+`model_overrides` changes fields of it (root fields, `group.field` paths such as
+`attention.num_heads`, nested groups, or the flat names of version 1 such as `num_heads`: see
+`ModelConfig.override`); the vocabulary size comes from the tokenizer.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ def default_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     # Model.
     c.model = "gpt-tiny"  # a preset name: transformer_jax.presets.names()
-    c.model_overrides = ml_collections.ConfigDict()  # e.g. {'num_layers': 4}
+    # e.g. {'num_layers': 4, 'attention': {'num_heads': 8}} (see ModelConfig.override)
+    c.model_overrides = ml_collections.ConfigDict()
     c.dtype = "float32"  # compute dtype: float32 | bfloat16 (params stay float32)
     # Data (transformer_jax.data).
     c.dataset = "stdlib"  # stdlib | text_files | parallel_text | a TFDS catalog name
@@ -189,8 +192,10 @@ def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> ModelCon
             config.objective,
             f"preset {config.model!r} is {model_cfg.arch}; use one of {allowed}",
         )
-    if config.objective == "mlm_nsp" and model_cfg.num_labels != 2:
-        _fail("objective", "mlm_nsp", "needs a 2-way classifier: model_overrides.num_labels=2")
+    if config.objective == "mlm_nsp" and model_cfg.heads.num_labels != 2:
+        _fail(
+            "objective", "mlm_nsp", "needs a 2-way classifier: model_overrides.heads.num_labels=2"
+        )
     if config.max_length > model_cfg.max_len:
         _fail(
             "max_length",

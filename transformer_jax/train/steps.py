@@ -94,7 +94,9 @@ def forward_stats(
     stats = weighted_token_stats(logits, batch["targets"], batch["weights"], label_smoothing)
     if objective == "mlm_nsp":
         if nsp_logits is None:
-            raise ValueError("objective='mlm_nsp' needs a classifier: ModelConfig.num_labels=2.")
+            raise ValueError(
+                "objective='mlm_nsp' needs a classifier: ModelConfig.heads.num_labels=2."
+            )
         row_weight = _nsp_rows(batch)  # [B]
         _, nsp_nll = smoothed_cross_entropy(nsp_logits, batch["nsp_labels"])  # [B]
         correct = (jnp.argmax(nsp_logits, -1) == batch["nsp_labels"]).astype(jnp.float32)

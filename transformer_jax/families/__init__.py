@@ -1,0 +1,37 @@
+"""Model families: one small module each, collected here into one registry.
+
+A family module holds what is particular to one family of published models and nothing the
+shared modules do: its presets (named ModelConfigs whose parameter counts match the published
+ones, and a `-tiny` one for tests and demos), later its Hugging Face name table. Shared code
+(transformer_jax/nn, models.py) knows mechanisms, never family names.
+
+To add a family: write `families/NAME.py` with a module docstring and `PRESETS: dict[str,
+ModelConfig]`, and list the module in `_MODULES`.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from transformer_jax.config import ModelConfig
+from transformer_jax.families import bart, bert, gpt2, transformer
+
+_MODULES: tuple[ModuleType, ...] = (gpt2, bert, bart, transformer)
+
+FAMILIES: dict[str, ModuleType] = {m.__name__.rsplit(".", 1)[-1]: m for m in _MODULES}
+
+
+def _collect() -> dict[str, ModelConfig]:
+    presets: dict[str, ModelConfig] = {}
+    for family, module in FAMILIES.items():
+        for name, config in module.PRESETS.items():
+            if name in presets:
+                raise ValueError(f"Preset {name!r} of family {family!r} is defined twice.")
+            presets[name] = config
+    return presets
+
+
+PRESETS: dict[str, ModelConfig] = _collect()
+FAMILY_OF: dict[str, str] = {
+    name: family for family, module in FAMILIES.items() for name in module.PRESETS
+}

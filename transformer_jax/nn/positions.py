@@ -1,0 +1,120 @@
+"""Position schemes: one module computes a stack's position encoding once per call.
+
+A scheme contributes through three hooks, each used by whoever needs it:
+  * `embedding`: added to the token embeddings (learned table, sinusoidal table);
+  * `rotate`: applied to self-attention queries and keys (rotary);
+  * `bias`: added to the attention scores (room for T5's relative buckets, ALiBi).
+The variant and its parameters come from `ModelConfig.positions` (config.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from transformer_jax.config import (
+    LearnedPositions,
+    NoPositions,
+    Positions,
+    RotaryPositions,
+    SinusoidalPositions,
+)
+
+
+def sinusoidal_table(length: int, d_model: int, layout: str = "interleaved") -> np.ndarray:
+    """The paper's table, float32 [length, d_model], for angles pos / 10000^(2i/d):
+
+    "interleaved" (the paper): PE[pos, 2i] = sin, PE[pos, 2i+1] = cos;
+    "halves" (Marian): PE[pos, :ceil(d/2)] = sin, PE[pos, ceil(d/2):] = cos.
+    """
+    pos = np.arange(length, dtype=np.float64)[:, None]  # [L, 1]
+    two_i = np.arange(0, d_model, 2, dtype=np.float64)[None, :]  # [1, ceil(D/2)]
+    angles = pos / np.power(10000.0, two_i / d_model)  # [L, ceil(D/2)]
+    table = np.zeros((length, d_model), dtype=np.float64)
+    if layout == "interleaved":
+        table[:, 0::2] = np.sin(angles)
+        table[:, 1::2] = np.cos(angles[:, : d_model // 2])
+    elif layout == "halves":
+        half = angles.shape[1]
+        table[:, :half] = np.sin(angles)
+        table[:, half:] = np.cos(angles[:, : d_model - half])
+    else:
+        raise ValueError(f"sinusoidal layout {layout!r} is not 'interleaved' or 'halves'.")
+    return table.astype(np.float32)
+
+
+def rotary_angles(positions: jax.Array, rotary_dim: int, theta: float) -> jax.Array:
+    """[B, T] int -> float32 [B, T, R/2]: position * theta^(-2i/R)."""
+    inv_freq = 1.0 / (theta ** (jnp.arange(0, rotary_dim, 2, dtype=jnp.float32) / rotary_dim))
+    return positions.astype(jnp.float32)[..., None] * inv_freq  # [B, T, R/2]
+
+
+@flax.struct.dataclass
+class PositionEncoding:
+    """What a scheme gives one stack call, computed once and handed to every layer."""
+
+    embedding: jax.Array | None = None  # [B, T, E], added to the token embeddings
+    sin: jax.Array | None = None  # [B, T, R/2] rotary tables at the tokens' positions
+    cos: jax.Array | None = None  # [B, T, R/2]
+    bias: jax.Array | None = None  # [B or 1, N, T, S], added to the attention scores
+    layout: str = flax.struct.field(pytree_node=False, default="half")  # rotary pairing
+
+    def rotate(self, x: jax.Array) -> jax.Array:
+        """[B, T, heads, H] -> the same, its first R dims rotated by the tokens' positions
+        (identity for schemes that do not rotate). Computed in float32."""
+        if self.sin is None:
+            return x
+        rdim = 2 * self.sin.shape[-1]
+        sin = self.sin[:, :, None, :]  # [B, T, 1, R/2]
+        cos = self.cos[:, :, None, :]
+        xr = x[..., :rdim].astype(jnp.float32)  # [B, T, heads, R]
+        if self.layout == "half":  # pairs (i, i + R/2)
+            x1, x2 = xr[..., : rdim // 2], xr[..., rdim // 2 :]
+            rotated = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+        else:  # "interleaved": pairs (2i, 2i + 1)
+            x1, x2 = xr[..., 0::2], xr[..., 1::2]  # [B, T, heads, R/2]
+            rotated = jnp.stack([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+            rotated = rotated.reshape(xr.shape)  # [B, T, heads, R/2, 2] -> [B, T, heads, R]
+        return jnp.concatenate([rotated.astype(x.dtype), x[..., rdim:]], axis=-1)
+
+
+class PositionScheme(nn.Module):
+    """The configured variant at given positions: `scheme(positions [B, T]) -> encoding`.
+
+    Learned tables are a parameter `embedding` [max_len + offset, E] of this module.
+    """
+
+    variant: Positions
+    features: int  # E, the embedding width the tables add to
+    max_len: int
+    head_dim: int  # H, for rotary
+    dtype: Any = jnp.float32
+    init_std: float = 0.02
+
+    @nn.compact
+    def __call__(self, positions: jax.Array) -> PositionEncoding:  # [B, T] int
+        v = self.variant
+        if isinstance(v, LearnedPositions):
+            table = self.param(
+                "embedding",
+                nn.initializers.normal(self.init_std),
+                (self.max_len + v.offset, self.features),
+                jnp.float32,
+            )  # [P, E]
+            rows = jnp.take(table.astype(self.dtype), positions + v.offset, axis=0)  # [B, T, E]
+            return PositionEncoding(embedding=rows)
+        if isinstance(v, SinusoidalPositions):
+            table = jnp.asarray(sinusoidal_table(self.max_len, self.features, v.layout))
+            return PositionEncoding(embedding=table[positions].astype(self.dtype))  # [B, T, E]
+        if isinstance(v, RotaryPositions):
+            rdim = self.head_dim if v.rotary_dim is None else v.rotary_dim
+            angles = rotary_angles(positions, rdim, v.theta)  # [B, T, R/2]
+            return PositionEncoding(sin=jnp.sin(angles), cos=jnp.cos(angles), layout=v.layout)
+        if isinstance(v, NoPositions):
+            return PositionEncoding()
+        raise TypeError(f"Unknown position variant {v!r}.")
