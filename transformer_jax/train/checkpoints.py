@@ -21,6 +21,14 @@ cast dtypes silently); every file listed in the manifest must exist with its siz
 array's bytes must match the manifest (else the error names the step and parameter path).
 `restore_latest` falls back to the previous trusted step on corruption, or fails, as asked.
 
+Parameter layouts: each manifest records the parameter layout of the code that wrote it
+(`transformer_jax.migrate.PARAM_LAYOUT`; steps without one are layout 1). A step in an older
+layout is read through the `migrate` function given to the manager (path, layout -> path
+today; the trainer and `load_params` pass `migrate.migrate_path` for their model), applied to
+the parameters and to every optimizer slot alike, after the checksums of the stored arrays were
+verified under their stored paths. A layout this code cannot read is a CheckpointMismatchError
+naming the step, the layout and what to do.
+
 Saves run in one background thread: the state is copied to host on the caller's thread, then
 the thread writes it with orbax (synchronously, so the rename that finalizes the step is done
 when it returns), writes the manifest, and only then deletes steps beyond `max_to_keep`
@@ -31,6 +39,7 @@ join the thread and re-raise its errors; the trainer calls `close()` on every ex
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import hashlib
 import json
 import logging
@@ -39,6 +48,7 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import flax
@@ -47,6 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from transformer_jax.migrate import PARAM_LAYOUT, LayoutError
 from transformer_jax.train.run_config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -98,6 +109,28 @@ def abstract_tree(state: Any) -> dict:
 
 def _flat(tree: Any) -> dict[str, Any]:
     return {_path_str(p): x for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _set_path(tree: dict, path: str, value: Any) -> None:
+    *parents, leaf = path.split("/")
+    for key in parents:
+        tree = tree.setdefault(key, {})
+    tree[leaf] = value
+
+
+def _remap_tree(tree: Any, rename: Callable[[str], str]) -> dict:
+    """A nested dict with every leaf (and empty dict) moved from path p to rename(p)."""
+    out: dict = {}
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict) and node:
+            for key, child in node.items():
+                walk(child, f"{path}/{key}" if path else str(key))
+        else:
+            _set_path(out, rename(path), node)
+
+    walk(tree, "")
+    return out
 
 
 def _params_first(path: str) -> tuple[int, str]:
@@ -208,6 +241,8 @@ class Checkpoints:
 
     `primary`: whether this process writes manifests and deletes old steps (default: process
     0). Every process must call `save` for the same steps (orbax saves are collective).
+    `migrate(path, layout) -> path`: reads steps written in an older parameter layout (see the
+    module docstring); without it such steps are refused with an error.
     """
 
     def __init__(
@@ -217,8 +252,10 @@ class Checkpoints:
         max_to_keep: int = 3,
         async_save: bool = True,
         primary: bool | None = None,
+        migrate: Callable[[str, int], str] | None = None,
     ):
         self.directory = os.path.abspath(directory)
+        self.migrate = migrate
         self.max_to_keep = max_to_keep
         self.primary = jax.process_index() == 0 if primary is None else primary
         options = ocp.CheckpointManagerOptions(
@@ -344,6 +381,7 @@ class Checkpoints:
             if self.primary:
                 manifest = {
                     "format": _FORMAT,
+                    "layout": PARAM_LAYOUT,
                     "step": step,
                     "arrays": arrays,
                     "files": file_digests(step_dir),
@@ -420,6 +458,28 @@ class Checkpoints:
             ) from e
         return _flat(getattr(metadata, "tree", metadata))
 
+    def _renamer(self, step: int, manifest: dict | None) -> Callable[[str], str] | None:
+        """path -> today's path for `step`'s parameter layout (None: already today's)."""
+        layout = 1 if manifest is None else manifest.get("layout", 1)
+        if layout == PARAM_LAYOUT:
+            return None
+        hint = (
+            "It was written by a newer transformer_jax: upgrade the library"
+            if isinstance(layout, int) and layout > PARAM_LAYOUT
+            else "Load it with the transformer_jax version that wrote it"
+        )
+        if self.migrate is None:
+            raise CheckpointMismatchError(
+                f"Checkpoint step {step} in {self.directory} has parameter layout {layout!r} "
+                f"and no migration to layout {PARAM_LAYOUT} was given. {hint}, or restore it "
+                "through train.py / load_params, which migrate older layouts."
+            )
+        try:
+            self.migrate("params", layout)  # fails now for a layout no migration knows
+        except LayoutError as e:
+            raise CheckpointMismatchError(f"Checkpoint step {step}: {e}") from None
+        return functools.partial(self.migrate, layout=layout)
+
     def _read(self, step: int, expected: dict, prefix: str | None) -> dict:
         """Checks, reads and verifies `step`; returns the host tree (or its `prefix` subtree),
         checked against `expected` (a tree of arrays or ShapeDtypeStructs)."""
@@ -427,7 +487,10 @@ class Checkpoints:
         if not os.path.isdir(step_dir):
             raise FileNotFoundError(f"No checkpoint step {step} in {self.directory}")
         manifest = self._manifest(step)
+        rename = self._renamer(step, manifest)
         found = self._found_tree(step, manifest)
+        if rename is not None:
+            found = {rename(p): x for p, x in found.items()}
         if prefix is not None:
             found = {
                 p[len(prefix) + 1 :]: x for p, x in found.items() if p.startswith(prefix + "/")
@@ -443,18 +506,22 @@ class Checkpoints:
             raise CheckpointCorruptError(
                 step, self.directory, problems + [f"orbax could not read it ({_first_line(e)})"]
             ) from e
+        if manifest is not None:  # under the stored paths, before any migration
+            for path, x in _flat(restored).items():
+                stored = manifest["arrays"].get(path)
+                if stored is None:
+                    problems.append(f"parameter {path} is not in {MANIFEST_FILE}")
+                elif _array_sha256(x) != stored["sha256"]:
+                    problems.append(f"parameter {path} does not match its sha256")
+        else:
+            log.warning("Checkpoint step %d has no checksums (written before they existed).", step)
+        if rename is not None:
+            restored = _remap_tree(restored, rename)
         if prefix is not None:
             if prefix not in restored:
                 raise CheckpointMismatchError(f"Checkpoint step {step} holds no {prefix!r}.")
             restored = restored[prefix]
         check_compatible(expected, restored, step)
-        if manifest is not None:
-            for path, x in _flat(restored).items():
-                key = path if prefix is None else f"{prefix}/{path}"
-                if _array_sha256(x) != manifest["arrays"][key]["sha256"]:
-                    problems.append(f"parameter {key} does not match its sha256")
-        else:
-            log.warning("Checkpoint step %d has no checksums (written before they existed).", step)
         if problems:
             raise CheckpointCorruptError(step, self.directory, problems)
         return restored
