@@ -35,3 +35,10 @@ PRESETS: dict[str, ModelConfig] = _collect()
 FAMILY_OF: dict[str, str] = {
     name: family for family, module in FAMILIES.items() for name in module.PRESETS
 }
+
+# Hugging Face model_type -> the family module that reads and writes its checkpoints
+# (HF_MODEL_TYPE, HF_PREFIX, HF_ARCHITECTURES, HF_IGNORED_TENSORS, from_hf_config,
+# to_hf_config, hf_name_table; see transformer_jax/hf).
+HF_FAMILIES: dict[str, ModuleType] = {
+    m.HF_MODEL_TYPE: m for m in _MODULES if hasattr(m, "HF_MODEL_TYPE")
+}

@@ -46,3 +46,140 @@ PRESETS: dict[str, ModelConfig] = {
     "bart-large": bart(1024, 12, 16),
     "bart-tiny": bart(64, 2, 4).override({**TINY, "pad_id": 0, "positions.offset": 0}),
 }
+
+
+# ------------------------------------------------------------------- Hugging Face checkpoints
+HF_MODEL_TYPE = "bart"
+HF_PREFIX = "model."  # the backbone's prefix in head classes
+HF_ARCHITECTURES = {"BartForConditionalGeneration": True, "BartModel": False}
+HF_IGNORED_TENSORS = ()
+
+_HF_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "relu": "relu", "silu": "silu"}
+_HF_ACTIVATION_NAMES = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu", "silu": "silu"}
+
+
+def from_hf_config(hf: dict) -> ModelConfig:
+    """A BART config.json -> ModelConfig. The output has a bias: final_logits_bias [1, V] is
+    our `logits_bias` [V]."""
+    from transformer_jax.hf.strict import check_fields, choose
+
+    check_fields(
+        hf,
+        "bart",
+        understood={
+            "vocab_size", "d_model", "encoder_layers", "decoder_layers",
+            "encoder_attention_heads", "decoder_attention_heads", "encoder_ffn_dim",
+            "decoder_ffn_dim", "activation_function", "max_position_embeddings",
+            "scale_embedding", "dropout", "attention_dropout", "init_std", "pad_token_id",
+            "tie_word_embeddings", "num_hidden_layers",
+        },
+        required={
+            "normalize_before": (False,),
+            "add_final_layer_norm": (False,),
+            "normalize_embedding": (True,),
+            "add_bias_logits": (False,),
+            "static_position_embeddings": (False,),
+            "extra_pos_embeddings": (2,),
+            "tie_word_embeddings": (True,),
+            "is_decoder": (False,),
+        },
+        ignored={"activation_dropout", "encoder_layerdrop", "decoder_layerdrop",
+                 "classif_dropout", "classifier_dropout"},  # fmt: skip
+    )  # fmt: skip
+    for a, b in (("encoder_attention_heads", "decoder_attention_heads"),
+                 ("encoder_ffn_dim", "decoder_ffn_dim")):  # fmt: skip
+        if hf.get(a, 16) != hf.get(b, 16):
+            raise ValueError(
+                f"bart config.json: {a}={hf.get(a)} differs from {b}={hf.get(b)}; "
+                "transformer_jax uses one attention and feed-forward shape for both stacks."
+            )
+    return ModelConfig(
+        arch="encoder_decoder",
+        vocab_size=hf.get("vocab_size", 50265),
+        d_model=hf.get("d_model", 1024),
+        num_layers=hf.get("encoder_layers", 12),
+        num_decoder_layers=hf.get("decoder_layers", 12),
+        max_len=hf.get("max_position_embeddings", 1024),
+        attention=AttentionConfig(
+            num_heads=hf.get("encoder_attention_heads", 16),
+            dropout_rate=hf.get("attention_dropout", 0.0),
+        ),
+        ffn=FeedForwardConfig(
+            d_ff=hf.get("encoder_ffn_dim", 4096),
+            activation=choose(
+                "bart",
+                "activation_function",
+                hf.get("activation_function", "gelu"),
+                _HF_ACTIVATIONS,
+            ),
+        ),  # fmt: skip
+        positions=LearnedPositions(offset=2),
+        embed=EmbeddingConfig(norm=True, scale=bool(hf.get("scale_embedding", False))),
+        norm=NormConfig(residual="post"),
+        output=OutputConfig(tie=True, bias=True),
+        dropout_rate=hf.get("dropout", 0.1),
+        init_std=hf.get("init_std", 0.02),
+        pad_id=hf.get("pad_token_id", 1),
+    )
+
+
+def to_hf_config(config: ModelConfig, heads: bool = True) -> dict:
+    """ModelConfig -> BART config.json (hf.save checks that it reads back as `config`).
+    Token ids are BART's (<s>=0, </s>=2, the decoder starts with </s>)."""
+    return {
+        "model_type": HF_MODEL_TYPE,
+        "architectures": ["BartForConditionalGeneration" if heads else "BartModel"],
+        "vocab_size": config.vocab_size,
+        "d_model": config.d_model,
+        "encoder_layers": config.num_layers,
+        "decoder_layers": config.decoder_layers,
+        "encoder_attention_heads": config.num_heads,
+        "decoder_attention_heads": config.num_heads,
+        "encoder_ffn_dim": config.ffn.d_ff,
+        "decoder_ffn_dim": config.ffn.d_ff,
+        "activation_function": _HF_ACTIVATION_NAMES[config.ffn.activation],
+        "max_position_embeddings": config.max_len,
+        "scale_embedding": config.embed.scale,
+        "dropout": config.dropout_rate,
+        "attention_dropout": config.attention.dropout_rate,
+        "activation_dropout": 0.0,
+        "init_std": config.init_std,
+        "pad_token_id": config.pad_id,
+        "bos_token_id": 0,
+        "eos_token_id": 2,
+        "decoder_start_token_id": 2,
+        "forced_eos_token_id": None,
+        "is_encoder_decoder": True,
+        "tie_word_embeddings": True,
+    }
+
+
+def hf_name_table(config: ModelConfig, heads: bool) -> list:
+    """Rows (HF tensor name, our parameter path, transform); `{p}` is HF_PREFIX or ""."""
+    from transformer_jax.hf.table import Row, linear_attention_rows, linear_rows, norm_rows
+
+    names = ("q_proj", "k_proj", "v_proj", "out_proj")
+    rows = [Row("{p}shared.weight", "token_embed/embedding")]
+    for stack, n in (("encoder", "layers"), ("decoder", "decoder_layers")):
+        layer, hf_layer = f"{stack}/layer_{{i}}", f"{{p}}{stack}.layers.{{i}}"
+        rows += [
+            Row(f"{{p}}{stack}.embed_tokens.weight", "token_embed/embedding", alias=True),
+            Row(f"{{p}}{stack}.embed_positions.weight", f"{stack}/embed/pos_embed/embedding"),
+            *norm_rows(f"{{p}}{stack}.layernorm_embedding", f"{stack}/embed/embed_norm"),
+            *linear_attention_rows(f"{hf_layer}.self_attn", f"{layer}/self_attn", n, names),
+            *norm_rows(f"{hf_layer}.self_attn_layer_norm", f"{layer}/self_attn_norm", n),
+            *linear_rows(f"{hf_layer}.fc1", f"{layer}/ffn/wi", n),
+            *linear_rows(f"{hf_layer}.fc2", f"{layer}/ffn/wo", n),
+            *norm_rows(f"{hf_layer}.final_layer_norm", f"{layer}/ffn_norm", n),
+        ]
+        if stack == "decoder":
+            rows += [
+                *linear_attention_rows(f"{hf_layer}.encoder_attn", f"{layer}/cross_attn", n, names),
+                *norm_rows(f"{hf_layer}.encoder_attn_layer_norm", f"{layer}/cross_attn_norm", n),
+            ]
+    if heads:
+        rows += [
+            Row("final_logits_bias", "logits_bias", "row"),
+            Row("lm_head.weight", "token_embed/embedding", alias=True),
+        ]
+    return rows

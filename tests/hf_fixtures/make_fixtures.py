@@ -1,0 +1,264 @@
+"""Parity fixtures from the real Hugging Face classes (run with torch + transformers, the
+`reference` extra; not part of `make test`):
+
+    /path/to/reference-venv/bin/python tests/hf_fixtures/make_fixtures.py
+
+For each class a small, seeded random model with EVERY tensor randomised (weights, biases,
+norm scales, BART's final_logits_bias) and distinct sizes on every axis (vocab 99, width 24,
+3 heads of 8, FFN 40, positions 37, layers 2 / decoder 3) is saved with `save_pretrained`
+(safetensors) into tests/hf_fixtures/<name>/, with `reference.npz`: padded inputs, HF's float32
+outputs and, for the generators, HF's greedy tokens.
+
+Then each fixture is loaded with `transformer_jax.hf.load`, written back with `hf.save` (in the
+project's own environment, $TJ_PYTHON or .venv/bin/python, which has JAX), and that directory
+is loaded by transformers again: its outputs must equal the stored ones and no tensor may be
+missing or unexpected. `--check-only` runs only that check; `--no-check` skips it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import torch
+import transformers
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+
+VOCAB, D, HEADS, FFN, POS = 99, 24, 3, 40, 37
+
+
+def randomise(model: torch.nn.Module, seed: int) -> None:
+    """Every floating tensor (parameters and buffers such as final_logits_bias) gets random
+    values; norm scales stay near 1 so activations keep a sensible size."""
+    g = torch.Generator().manual_seed(seed)
+    seen = set()
+    with torch.no_grad():
+        for name, t in model.state_dict(keep_vars=True).items():
+            if not t.is_floating_point() or id(t) in seen:
+                continue
+            seen.add(id(t))
+            noise = torch.randn(t.shape, generator=g, dtype=t.dtype)
+            is_norm_scale = name.endswith("weight") and t.ndim == 1
+            t.copy_(1.0 + 0.2 * noise if is_norm_scale else 0.3 * noise)
+
+
+def gpt2_model():
+    cfg = transformers.GPT2Config(
+        vocab_size=VOCAB,
+        n_positions=POS,
+        n_embd=D,
+        n_layer=2,
+        n_head=HEADS,
+        n_inner=FFN,
+        activation_function="gelu_new",
+        bos_token_id=VOCAB - 1,
+        eos_token_id=VOCAB - 1,
+    )
+    return transformers.GPT2LMHeadModel(cfg)
+
+
+def bert_config():
+    return transformers.BertConfig(
+        vocab_size=VOCAB,
+        hidden_size=D,
+        num_hidden_layers=2,
+        num_attention_heads=HEADS,
+        intermediate_size=FFN,
+        max_position_embeddings=POS,
+        type_vocab_size=2,
+        pad_token_id=0,
+    )
+
+
+def bart_model():
+    cfg = transformers.BartConfig(
+        vocab_size=VOCAB,
+        d_model=D,
+        encoder_layers=2,
+        decoder_layers=3,
+        encoder_attention_heads=HEADS,
+        decoder_attention_heads=HEADS,
+        encoder_ffn_dim=FFN,
+        decoder_ffn_dim=FFN,
+        max_position_embeddings=POS,
+        activation_function="gelu",
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        decoder_start_token_id=2,
+        forced_bos_token_id=None,
+        forced_eos_token_id=None,
+        scale_embedding=False,
+    )
+    return transformers.BartForConditionalGeneration(cfg)
+
+
+def tokens(rng, shape, low):
+    return rng.integers(low, VOCAB, size=shape).astype(np.int64)
+
+
+def run_gpt2(model, ref_dir=None):
+    rng = np.random.default_rng(1)
+    ids = tokens(rng, (2, 11), 0)
+    mask = np.ones_like(ids)
+    mask[1, 8:] = 0  # right padding: row 1 has 8 real tokens
+    with torch.no_grad():
+        logits = model(torch.tensor(ids), attention_mask=torch.tensor(mask)).logits.numpy()
+    out = {"input_ids": ids, "attention_mask": mask, "logits": logits}
+    if ref_dir is None:
+        prompts = tokens(rng, (2, 5), 0)
+        prompts[:, :] = np.where(prompts == VOCAB - 1, 3, prompts)  # no EOS in the prompt
+        gen = model.generate(
+            torch.tensor(prompts),
+            attention_mask=torch.ones(prompts.shape, dtype=torch.long),
+            max_new_tokens=8,
+            do_sample=False,
+            num_beams=1,
+            pad_token_id=VOCAB - 1,
+            eos_token_id=VOCAB - 1,
+        ).numpy()
+        out.update(gen_prompts=prompts, gen_tokens=gen[:, prompts.shape[1] :], gen_eos_id=VOCAB - 1)
+    return out
+
+
+def run_bert(model, kind):
+    rng = np.random.default_rng(2)
+    ids = tokens(rng, (2, 10), 1)
+    mask = np.ones_like(ids)
+    ids[1, 7:] = 0  # pad id 0
+    mask[1, 7:] = 0
+    types = rng.integers(0, 2, size=ids.shape).astype(np.int64) * mask
+    with torch.no_grad():
+        res = model(
+            torch.tensor(ids),
+            attention_mask=torch.tensor(mask),
+            token_type_ids=torch.tensor(types),
+        )
+    out = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+    if kind == "BertModel":
+        out.update(
+            last_hidden_state=res.last_hidden_state.numpy(), pooler_output=res.pooler_output.numpy()
+        )
+    elif kind == "BertForPreTraining":
+        out.update(
+            logits=res.prediction_logits.numpy(),
+            seq_relationship_logits=res.seq_relationship_logits.numpy(),
+        )
+    else:
+        out.update(logits=res.logits.numpy())
+    return out
+
+
+def run_bart(model, ref_dir=None):
+    rng = np.random.default_rng(3)
+    src = tokens(rng, (2, 9), 3)
+    mask = np.ones_like(src)
+    src[1, 6:] = 1  # pad id 1
+    mask[1, 6:] = 0
+    tgt = tokens(rng, (2, 7), 3)
+    tgt[:, 0] = 2  # decoder start
+    with torch.no_grad():
+        logits = model(
+            input_ids=torch.tensor(src),
+            attention_mask=torch.tensor(mask),
+            decoder_input_ids=torch.tensor(tgt),
+        ).logits.numpy()
+    out = {"input_ids": src, "attention_mask": mask, "decoder_input_ids": tgt, "logits": logits}
+    if ref_dir is None:
+        gen = model.generate(
+            torch.tensor(src),
+            attention_mask=torch.tensor(mask),
+            max_new_tokens=8,
+            do_sample=False,
+            num_beams=1,
+            decoder_start_token_id=2,
+            eos_token_id=2,
+            pad_token_id=1,
+            bos_token_id=0,
+            forced_bos_token_id=None,
+            forced_eos_token_id=None,
+            no_repeat_ngram_size=0,
+            min_length=0,
+            suppress_tokens=[1],  # our generate never emits the pad id
+        ).numpy()
+        out.update(gen_tokens=gen[:, 1:], gen_start_id=2, gen_eos_id=2, gen_pad_id=1)
+    return out
+
+
+def build(name):
+    if name == "gpt2":
+        return gpt2_model()
+    if name == "bart":
+        return bart_model()
+    return getattr(transformers, name_to_class(name))(bert_config())
+
+
+def name_to_class(name):
+    return {
+        "gpt2": "GPT2LMHeadModel",
+        "bert_mlm": "BertForMaskedLM",
+        "bert_pretraining": "BertForPreTraining",
+        "bert_model": "BertModel",
+        "bart": "BartForConditionalGeneration",
+    }[name]
+
+
+def outputs(name, model, ref_dir=None):
+    if name == "gpt2":
+        return run_gpt2(model, ref_dir)
+    if name == "bart":
+        return run_bart(model, ref_dir)
+    return run_bert(model, name_to_class(name))
+
+
+NAMES = ("gpt2", "bert_mlm", "bert_pretraining", "bert_model", "bart")
+
+
+def make(name, seed):
+    torch.manual_seed(seed)
+    model = build(name).eval()
+    randomise(model, seed)
+    out_dir = os.path.join(HERE, name)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    np.savez(os.path.join(out_dir, "reference.npz"), **outputs(name, model))
+    size = sum(os.path.getsize(os.path.join(out_dir, f)) for f in os.listdir(out_dir))
+    print(f"{name}: {name_to_class(name)} written, {size / 1024:.0f} KiB")
+
+
+def check_our_save(name):
+    """hf.load -> hf.save -> transformers: same outputs, no missing or unexpected tensors."""
+    tj_python = os.environ.get("TJ_PYTHON", os.path.join(ROOT, ".venv", "bin", "python"))
+    ref = dict(np.load(os.path.join(HERE, name, "reference.npz")))
+    with tempfile.TemporaryDirectory() as tmp:
+        code = (
+            "import sys; from transformer_jax import hf; "
+            "hf.save(*hf.load(sys.argv[1]), sys.argv[2])"
+        )
+        subprocess.run([tj_python, "-c", code, os.path.join(HERE, name), tmp], check=True, cwd=ROOT)
+        cls = getattr(transformers, name_to_class(name))
+        model, info = cls.from_pretrained(tmp, output_loading_info=True)
+        bad = {k: v for k, v in info.items() if v}
+        assert not bad, f"{name}: transformers reports {bad}"
+        got = outputs(name, model.eval(), ref_dir=tmp)
+    worst = 0.0
+    for key, value in got.items():
+        if value.dtype.kind == "f":
+            diff = float(np.max(np.abs(value - ref[key])))
+            worst = max(worst, diff)
+            assert diff == 0.0, f"{name}: {key} differs by {diff} after hf.save"
+    print(f"{name}: hf.save output reloads in transformers, outputs bit-equal (max diff {worst})")
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    if "--check-only" not in sys.argv:
+        for seed, name in enumerate(NAMES):
+            make(name, seed)
+    if "--no-check" not in sys.argv:
+        for name in NAMES:
+            check_our_save(name)

@@ -1,0 +1,122 @@
+"""`load` and `save`: Hugging Face checkpoint directories <-> (ModelConfig, params)."""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+import jax
+import numpy as np
+
+from transformer_jax import models
+from transformer_jax.config import ModelConfig
+from transformer_jax.families import HF_FAMILIES
+from transformer_jax.hf import engine, files
+
+_GENERATION_KEYS = (
+    "bos_token_id",
+    "eos_token_id",
+    "pad_token_id",
+    "decoder_start_token_id",
+    "forced_eos_token_id",
+)
+
+
+def family_of(hf_config: dict[str, Any], where: str) -> ModuleType:
+    model_type = hf_config.get("model_type")
+    if model_type not in HF_FAMILIES:
+        raise ValueError(
+            f"{where}: model_type={model_type!r} is not supported; transformer_jax reads "
+            f"{sorted(HF_FAMILIES)}."
+        )
+    return HF_FAMILIES[model_type]
+
+
+def _architecture(family: ModuleType, hf_config: dict[str, Any], where: str) -> str:
+    archs = hf_config.get("architectures") or [next(iter(family.HF_ARCHITECTURES))]
+    if len(archs) != 1 or archs[0] not in family.HF_ARCHITECTURES:
+        raise ValueError(
+            f"{where}: architectures={archs!r} is not supported for model_type "
+            f"{family.HF_MODEL_TYPE!r}; supported: {list(family.HF_ARCHITECTURES)}."
+        )
+    return archs[0]
+
+
+def load(directory: str, dtype: Any = np.float32) -> tuple[ModelConfig, dict[str, Any]]:
+    """(ModelConfig, params) from a Hugging Face directory (config.json + safetensors).
+
+    Params are a nested dict of NumPy arrays in the structure of
+    `models.init_params(config, rng, heads=...)`: the full model for a class with heads
+    (GPT2LMHeadModel, BertForMaskedLM, BertForPreTraining, BartForConditionalGeneration), the
+    backbone (`heads=False`) for BertModel / GPT2Model / BartModel.
+    `dtype`: float32 by default; None keeps the stored dtype (bf16, fp16); any other casts.
+    """
+    hf_config = files.read_config(directory)
+    where = f"{directory}/{files.CONFIG}"
+    family = family_of(hf_config, where)
+    heads = family.HF_ARCHITECTURES[_architecture(family, hf_config, where)]
+    try:
+        config = family.from_hf_config(hf_config)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from e
+    with files.open_tensors(directory) as reader:
+        params = engine.read_params(family, config, heads, reader, dtype)
+    return config, params
+
+
+def _has_heads(config: ModelConfig, params: Any) -> bool:
+    """True for the full model's parameters, False for the backbone's (init_params(heads=False))."""
+    structure = jax.tree_util.tree_structure(params)
+    full = jax.eval_shape(lambda r: models.init_params(config, r), jax.random.key(0))
+    return jax.tree_util.tree_structure(full) == structure
+
+
+def _comparable(config: ModelConfig) -> ModelConfig:
+    return config.replace(dtype="float32")
+
+
+def family_for_config(config: ModelConfig, heads: bool) -> tuple[ModuleType, dict[str, Any]]:
+    """The HF family whose config.json reads back as exactly `config` (compute dtype aside)."""
+    reasons = []
+    for model_type, family in HF_FAMILIES.items():
+        try:
+            hf_config = family.to_hf_config(config, heads)
+            back = family.from_hf_config(hf_config)
+        except (ValueError, KeyError) as e:
+            reasons.append(f"{model_type}: {e}")
+            continue
+        if _comparable(back) == _comparable(config):
+            return family, hf_config
+        diff = _diff(config.to_dict(), back.to_dict())
+        reasons.append(f"{model_type}: would read back with {diff}")
+    raise ValueError(
+        "No Hugging Face family expresses this ModelConfig exactly, so it cannot be saved as an "
+        "HF checkpoint. " + "; ".join(reasons)
+    )
+
+
+def _diff(a: dict, b: dict, where: str = "") -> str:
+    out = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            inner = _diff(va, vb, f"{where}{key}.")
+            if inner:
+                out.append(inner)
+        elif va != vb:
+            out.append(f"{where}{key}={vb!r} instead of {va!r}")
+    return ", ".join(out)
+
+
+def save(config: ModelConfig, params: Any, directory: str, dtype: Any = None) -> None:
+    """Writes `directory` as Hugging Face loads it: config.json, model.safetensors,
+    generation_config.json. The class (architectures) follows the config and the params:
+    full parameters -> the family's head class; backbone parameters -> its base class
+    (BertModel, ...). `dtype`: None keeps the params' dtype; otherwise cast."""
+    heads = _has_heads(config, params)
+    family, hf_config = family_for_config(config, heads)
+    tensors = engine.write_params(family, config, heads, params, dtype)
+    stored = next(iter(tensors.values())).dtype
+    hf_config = {**hf_config, "dtype": str(stored) if stored != np.float32 else "float32"}
+    generation = {k: hf_config[k] for k in _GENERATION_KEYS if hf_config.get(k) is not None}
+    files.write_checkpoint(directory, hf_config, generation, tensors)

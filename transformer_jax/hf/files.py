@@ -1,0 +1,137 @@
+"""Checkpoint files: config.json and safetensors (one file or shards with an index), read one
+tensor at a time with clear errors for what is missing, pickled or corrupt."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Any
+
+import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+CONFIG = "config.json"
+GENERATION_CONFIG = "generation_config.json"
+SINGLE = "model.safetensors"
+INDEX = "model.safetensors.index.json"
+PICKLED = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def read_json(path: str, what: str) -> dict[str, Any]:
+    try:
+        with open(path) as f:
+            value = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: {what} is not valid JSON ({e}).") from e
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: {what} must hold a JSON object, not {type(value).__name__}.")
+    return value
+
+
+def read_config(directory: str) -> dict[str, Any]:
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"No checkpoint directory {directory!r}.")
+    path = os.path.join(directory, CONFIG)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"{directory!r} has no {CONFIG}: a Hugging Face checkpoint directory holds "
+            f"{CONFIG} and {SINGLE} (or {INDEX} with its shards)."
+        )
+    return read_json(path, CONFIG)
+
+
+def _weight_files(directory: str) -> dict[str, str]:
+    """Tensor name -> file path, from the index or the single file's header."""
+    index = os.path.join(directory, INDEX)
+    if os.path.isfile(index):
+        weight_map = read_json(index, INDEX).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise ValueError(f"{index}: has no 'weight_map' object naming each tensor's shard.")
+        return {name: os.path.join(directory, shard) for name, shard in weight_map.items()}
+    single = os.path.join(directory, SINGLE)
+    if os.path.isfile(single):
+        return {name: single for name in _open(single).keys()}
+    pickled = [f for f in PICKLED if os.path.isfile(os.path.join(directory, f))]
+    if pickled:
+        raise ValueError(
+            f"{directory!r} holds only pickled PyTorch weights ({pickled[0]}); pickles are not "
+            "loaded (they can run code). Convert them once with transformers: "
+            "`AutoModel...from_pretrained(dir).save_pretrained(out, safe_serialization=True)`, "
+            f"which writes {SINGLE}."
+        )
+    raise FileNotFoundError(f"{directory!r} has no {SINGLE} and no {INDEX}.")
+
+
+def _open(path: str):
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Missing safetensors file {path!r} (named by the index).")
+    try:
+        return safe_open(path, framework="numpy")
+    except Exception as e:  # safetensors raises its own SafetensorError
+        raise ValueError(
+            f"{path}: cannot read this safetensors file ({e}); it is truncated or corrupt: "
+            "download or convert it again."
+        ) from e
+
+
+class TensorReader:
+    """Reads tensors by name, one at a time, from the checkpoint's safetensors file(s)."""
+
+    def __init__(self, directory: str, handles: dict[str, Any], files: dict[str, str]):
+        self.directory = directory
+        self._handles = handles
+        self.files = files  # name -> path
+
+    def names(self) -> set[str]:
+        return set(self.files)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self._handles[self.files[name]].get_slice(name).get_shape())
+
+    def get(self, name: str) -> np.ndarray:
+        path = self.files[name]
+        try:
+            return self._handles[path].get_tensor(name)
+        except Exception as e:
+            raise ValueError(f"{path}: cannot read tensor {name!r} ({e}).") from e
+
+
+@contextmanager
+def open_tensors(directory: str) -> Iterator[TensorReader]:
+    files = _weight_files(directory)
+    with ExitStack() as stack:
+        handles = {}
+        for path in sorted(set(files.values())):
+            handle = stack.enter_context(_open(path))
+            present = set(handle.keys())
+            listed = {n for n, p in files.items() if p == path}
+            if listed - present:
+                raise ValueError(
+                    f"{path}: the index lists {sorted(listed - present)[:5]} in this shard, "
+                    "but the file does not hold them."
+                )
+            handles[path] = handle
+        yield TensorReader(directory, handles, files)
+
+
+def write_checkpoint(
+    directory: str,
+    config: dict[str, Any],
+    generation_config: dict[str, Any] | None,
+    tensors: dict[str, np.ndarray],
+) -> None:
+    os.makedirs(directory, exist_ok=True)
+    tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+    save_file(tensors, os.path.join(directory, SINGLE), metadata={"format": "pt"})
+    _write_json(os.path.join(directory, CONFIG), config)
+    if generation_config is not None:
+        _write_json(os.path.join(directory, GENERATION_CONFIG), generation_config)
+
+
+def _write_json(path: str, value: dict[str, Any]) -> None:
+    with open(path, "w") as f:
+        json.dump(value, f, indent=2, sort_keys=True)
+        f.write("\n")
