@@ -1,0 +1,320 @@
+"""Hugging Face checkpoints: parity with the real HF classes (fixtures made by
+tests/hf_fixtures/make_fixtures.py with torch + transformers; no torch here), the round trip,
+and clear errors for every kind of bad checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from functools import partial
+
+import jax
+import numpy as np
+import pytest
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+from transformer_jax import hf, models
+from transformer_jax.families import bert, gpt2
+from transformer_jax.sampling import generate
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "hf_fixtures")
+NAMES = ("gpt2", "bert_mlm", "bert_pretraining", "bert_model", "bart")
+TOL = 1e-5
+
+
+def fixture_dir(name: str) -> str:
+    return os.path.join(FIXTURES, name)
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    """name -> (config, params, reference outputs), each fixture loaded once."""
+    out = {}
+    for name in NAMES:
+        config, params = hf.load(fixture_dir(name))
+        ref = dict(np.load(os.path.join(fixture_dir(name), "reference.npz")))
+        out[name] = (config, params, ref)
+    return out
+
+
+def _apply(params, *args, config, method):
+    """Eager: the fixtures share their sizes, so most primitives compile once for all of
+    them (cheaper than one whole-program compile per fixture on CPU)."""
+    return models.build(config).apply({"params": params}, *args, method=method)
+
+
+def _outputs(name, config, params, ref):
+    """Our outputs under HF's names, and the [B, T] mask of real positions."""
+    run = partial(_apply, params, config=config)
+    mask = ref["attention_mask"].astype(bool)
+    if name == "gpt2":
+        return {"logits": run(ref["input_ids"], method=None)}, mask
+    if name == "bart":
+        logits = run(ref["input_ids"], ref["decoder_input_ids"], method=None)
+        return {"logits": logits}, np.ones(ref["decoder_input_ids"].shape, bool)
+    args = (ref["input_ids"], ref["token_type_ids"])
+    if name == "bert_model":
+        h, pooled = run(*args, method="features")
+        return {"last_hidden_state": h, "pooler_output": pooled}, mask
+    if name == "bert_pretraining":
+        logits, nsp = run(*args, method="pretrain")
+        return {"logits": logits, "seq_relationship_logits": nsp}, mask
+    return {"logits": run(*args, method=None)}, mask
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_outputs_match_hf(loaded, name):
+    config, params, ref = loaded[name]
+    outputs, mask = _outputs(name, config, params, ref)
+    for key, ours in outputs.items():
+        ours, theirs = np.asarray(ours), ref[key]
+        assert ours.shape == theirs.shape, key
+        diff = np.abs(ours - theirs)
+        diff = diff[mask] if diff.ndim == 3 else diff  # real (non-pad) positions only
+        assert diff.max() < TOL, f"{name} {key}: max abs diff {diff.max():.3g}"
+
+
+def test_loaded_configs(loaded):
+    gpt, _, _ = loaded["gpt2"]
+    assert (gpt.arch, gpt.pad_id, gpt.ffn.activation, gpt.norm.residual) == (
+        "decoder", None, "gelu_tanh", "pre"
+    )  # fmt: skip
+    assert (gpt.vocab_size, gpt.d_model, gpt.num_heads, gpt.ffn.d_ff, gpt.max_len) == (
+        99, 24, 3, 40, 37
+    )  # fmt: skip
+    bart, params, _ = loaded["bart"]
+    assert bart.output.bias and bart.positions.offset == 2 and bart.decoder_layers == 3
+    assert params["logits_bias"].shape == (99,) and params["logits_bias"].dtype == np.float32
+    assert loaded["bert_mlm"][0].heads.num_labels == 0 and not loaded["bert_mlm"][0].heads.pooler
+    assert loaded["bert_pretraining"][0].heads.num_labels == 2
+    assert loaded["bert_pretraining"][0].norm.eps == 1e-12
+
+
+def test_backbone_has_no_lm_head(loaded):
+    config, params, ref = loaded["bert_model"]
+    assert "mlm_transform" not in params and "pooler" in params
+    model = models.build(config)
+    with pytest.raises(Exception, match="mlm_transform"):  # traced only: nothing runs
+        jax.eval_shape(lambda p: model.apply({"params": p}, ref["input_ids"]), params)
+
+
+def _compare_generated(ours, our_lengths, theirs, eos):
+    """HF stops early when every row is done, and pads after EOS: compare each row's
+    tokens up to and including its EOS, and the lengths."""
+    for row, (mine, n, hf_row) in enumerate(zip(ours, our_lengths, theirs, strict=True)):
+        hf_n = next((i + 1 for i, t in enumerate(hf_row) if t == eos), len(hf_row))
+        assert n == hf_n, f"row {row}: we generated {n} tokens, HF {hf_n}"
+        np.testing.assert_array_equal(mine[:n], hf_row[:n], err_msg=f"row {row}")
+
+
+def test_greedy_generation_matches_hf_gpt2(loaded):
+    config, params, ref = loaded["gpt2"]
+    eos = int(ref["gen_eos_id"])
+    width = ref["gen_tokens"].shape[1]
+    tokens, lengths = generate(
+        config, params, ref["gen_prompts"], max_new_tokens=width, temperature=0.0, eos_id=eos
+    )
+    _compare_generated(tokens, lengths, ref["gen_tokens"], eos)
+
+
+def test_greedy_generation_matches_hf_bart(loaded):
+    """HF generated with suppress_tokens=[pad] because our generate never emits the pad id."""
+    config, params, ref = loaded["bart"]
+    eos = int(ref["gen_eos_id"])
+    sources = [
+        row[m.astype(bool)] for row, m in zip(ref["input_ids"], ref["attention_mask"], strict=True)
+    ]
+    tokens, lengths = generate(
+        config,
+        params,
+        sources,
+        max_new_tokens=ref["gen_tokens"].shape[1],
+        temperature=0.0,
+        eos_id=eos,
+        bos_id=int(ref["gen_start_id"]),
+    )
+    _compare_generated(tokens, lengths, ref["gen_tokens"], eos)
+
+
+@pytest.mark.parametrize(
+    ("name", "architecture"),
+    [("gpt2", "GPT2LMHeadModel"), ("bert_model", "BertModel"), ("bart", None)],
+)
+def test_save_then_load_is_bitwise(loaded, tmp_path, name, architecture):
+    config, params, _ = loaded[name]
+    hf.save(config, params, str(tmp_path))
+    assert sorted(os.listdir(tmp_path)) == [
+        "config.json", "generation_config.json", "model.safetensors"
+    ]  # fmt: skip
+    written = json.loads((tmp_path / "config.json").read_text())
+    if architecture:
+        assert written["architectures"] == [architecture]
+    config2, params2 = hf.load(str(tmp_path))
+    assert config2 == config
+    flat, flat2 = (
+        jax.tree_util.tree_leaves_with_path(params),
+        dict(jax.tree_util.tree_leaves_with_path(params2)),
+    )
+    assert len(flat) == len(flat2)
+    for path, value in flat:
+        assert np.array_equal(value, flat2[path]) and value.dtype == flat2[path].dtype, path
+
+
+def test_dtype_bf16_kept_or_cast(loaded, tmp_path):
+    config, params, _ = loaded["bert_mlm"]
+    hf.save(config, params, str(tmp_path), dtype="bfloat16")
+    _, kept = hf.load(str(tmp_path), dtype=None)
+    assert kept["token_embed"]["embedding"].dtype.name == "bfloat16"
+    _, cast = hf.load(str(tmp_path))
+    assert cast["token_embed"]["embedding"].dtype == np.float32
+
+
+def test_sharded_checkpoint(loaded, tmp_path):
+    src = fixture_dir("gpt2")
+    with safe_open(os.path.join(src, "model.safetensors"), "numpy") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    names = sorted(tensors)
+    shards = {"model-00001-of-00002.safetensors": names[::2]}
+    shards["model-00002-of-00002.safetensors"] = names[1::2]
+    for shard, keys in shards.items():
+        save_file({k: tensors[k] for k in keys}, str(tmp_path / shard), metadata={"format": "pt"})
+    index = {"weight_map": {k: shard for shard, keys in shards.items() for k in keys}}
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    shutil.copy(os.path.join(src, "config.json"), tmp_path)
+    _, params = hf.load(str(tmp_path))
+    reference = loaded["gpt2"][1]
+    for path, value in jax.tree_util.tree_leaves_with_path(reference):
+        assert np.array_equal(value, dict(jax.tree_util.tree_leaves_with_path(params))[path])
+
+
+# ----------------------------------------------------------------------- bad checkpoints
+def _copy(tmp_path, name="gpt2"):
+    out = tmp_path / name
+    shutil.copytree(fixture_dir(name), out)
+    (out / "reference.npz").unlink()
+    return out
+
+
+def _edit_tensors(directory, edit):
+    path = str(directory / "model.safetensors")
+    with safe_open(path, "numpy") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    edit(tensors)
+    save_file(tensors, path, metadata={"format": "pt"})
+
+
+def _edit_config(directory, **changes):
+    path = directory / "config.json"
+    config = json.loads(path.read_text())
+    config.update(changes)
+    path.write_text(json.dumps(config))
+
+
+def test_missing_tensor(tmp_path):
+    d = _copy(tmp_path)
+    _edit_tensors(d, lambda t: t.pop("transformer.h.1.mlp.c_fc.bias"))
+    with pytest.raises(ValueError, match=r"transformer\.h\.1\.mlp\.c_fc\.bias.*missing from"):
+        hf.load(str(d))
+
+
+def test_wrong_shape(tmp_path):
+    d = _copy(tmp_path)
+    _edit_tensors(d, lambda t: t.update({"transformer.wpe.weight": np.zeros((36, 24), "f4")}))
+    expected = (
+        r"model\.safetensors: tensor 'transformer\.wpe\.weight' has shape \[36, 24\].*\[37, 24\]"
+    )
+    with pytest.raises(ValueError, match=expected):
+        hf.load(str(d))
+
+
+def test_leftover_tensor(tmp_path):
+    d = _copy(tmp_path)
+    _edit_tensors(d, lambda t: t.update({"transformer.h.2.ln_1.weight": np.ones(24, "f4")}))
+    with pytest.raises(ValueError, match=r"not used.*transformer\.h\.2\.ln_1\.weight.*\[24\]"):
+        hf.load(str(d))
+
+
+def test_tied_copy_must_match(tmp_path):
+    d = _copy(tmp_path)
+    _edit_tensors(d, lambda t: t.update({"lm_head.weight": np.zeros((99, 24), "f4")}))
+    with pytest.raises(ValueError, match=r"'lm_head\.weight' should be a tied copy"):
+        hf.load(str(d))
+
+
+def test_tied_copy_present_and_equal_is_accepted(tmp_path, loaded):
+    d = _copy(tmp_path, "bart")
+    _edit_tensors(
+        d, lambda t: t.update({"lm_head.weight": t["model.shared.weight"].copy()})
+    )  # fmt: skip
+    _, params = hf.load(str(d))
+    table = loaded["bart"][1]["token_embed"]["embedding"]
+    assert np.array_equal(params["token_embed"]["embedding"], table)
+
+
+def test_truncated_file(tmp_path):
+    d = _copy(tmp_path)
+    path = d / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:-1000])
+    with pytest.raises(ValueError, match=r"model\.safetensors: cannot read.*truncated or corrupt"):
+        hf.load(str(d))
+
+
+def test_pickled_weights_only(tmp_path):
+    d = _copy(tmp_path)
+    (d / "model.safetensors").rename(d / "pytorch_model.bin")
+    with pytest.raises(ValueError, match=r"pytorch_model\.bin.*not loaded.*safe_serialization"):
+        hf.load(str(d))
+
+
+def test_missing_directory_and_config(tmp_path):
+    with pytest.raises(FileNotFoundError, match="No checkpoint directory"):
+        hf.load(str(tmp_path / "nope"))
+    d = _copy(tmp_path)
+    (d / "config.json").unlink()
+    with pytest.raises(FileNotFoundError, match="has no config.json"):
+        hf.load(str(d))
+
+
+def test_unknown_model_type(tmp_path):
+    d = _copy(tmp_path)
+    _edit_config(d, model_type="llama")
+    expected = r"model_type='llama' is not supported.*'bart', 'bert', 'gpt2'"
+    with pytest.raises(ValueError, match=expected):
+        hf.load(str(d))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("scale_attn_by_inverse_layer_idx", True),
+        ("reorder_and_upcast_attn", True),
+        ("add_cross_attention", True),
+        ("activation_function", "quick_gelu"),
+        ("rotary_dim", 8),  # unknown to GPT-2
+    ],
+)
+def test_unsupported_gpt2_config_field(field, value):
+    config = json.loads(open(os.path.join(fixture_dir("gpt2"), "config.json")).read())
+    config[field] = value
+    with pytest.raises(ValueError, match=f"{field}={value!r}"):
+        gpt2.from_hf_config(config)
+
+
+def test_unsupported_bert_config_field(tmp_path):
+    d = _copy(tmp_path, "bert_mlm")
+    _edit_config(d, position_embedding_type="relative_key")
+    expected = r"config\.json: bert config\.json: position_embedding_type='relative_key'"
+    with pytest.raises(ValueError, match=expected):
+        hf.load(str(d))
+    config = json.loads((d / "config.json").read_text())
+    config.update(position_embedding_type="absolute", hidden_act="gelu_fast")
+    with pytest.raises(ValueError, match="hidden_act='gelu_fast'"):
+        bert.from_hf_config(config)
+
+
+def test_save_refuses_configs_hf_cannot_express(loaded, tmp_path):
+    config, params, _ = loaded["gpt2"]
+    with pytest.raises(ValueError, match="No Hugging Face family expresses this ModelConfig"):
+        hf.save(config.replace(norm={"residual": "parallel"}), params, str(tmp_path))
