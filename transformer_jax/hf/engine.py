@@ -88,7 +88,9 @@ def read_params(
         _check_shape(reader, entry.hf, expected)
         values = entry.transform.to_ours(reader.get(entry.hf), ours)
         for path, value in zip(entry.ours, values, strict=True):
-            value = np.ascontiguousarray(value if dtype is None else value.astype(dtype))
+            if dtype is not None:
+                value = value.astype(dtype, copy=False)
+            value = np.ascontiguousarray(value)
             _set(params, path, value)
             filled.add(path)
         used.add(entry.hf)

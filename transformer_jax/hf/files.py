@@ -78,7 +78,8 @@ def _open(path: str):
 
 
 class TensorReader:
-    """Reads tensors by name, one at a time, from the checkpoint's safetensors file(s)."""
+    """Reads tensors by name, one at a time, from the checkpoint's safetensors file(s); the
+    open handles serve names and shapes (headers only)."""
 
     def __init__(self, directory: str, handles: dict[str, Any], files: dict[str, str]):
         self.directory = directory
@@ -92,9 +93,13 @@ class TensorReader:
         return tuple(self._handles[self.files[name]].get_slice(name).get_shape())
 
     def get(self, name: str) -> np.ndarray:
+        """A copy of one tensor. The file is mapped just for this read: the pages of a mapping
+        count as the process's memory until it closes, so a long-lived one would double the
+        peak (params + the whole file); this way the peak is params + one tensor."""
         path = self.files[name]
         try:
-            return self._handles[path].get_tensor(name)
+            with safe_open(path, framework="numpy") as f:
+                return f.get_tensor(name)
         except Exception as e:
             raise ValueError(f"{path}: cannot read tensor {name!r} ({e}).") from e
 
