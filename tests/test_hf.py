@@ -39,10 +39,15 @@ def loaded():
     return out
 
 
+# Tiny models: XLA's optimisation passes cost more than they save (compile 2x faster).
+FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
 def _apply(params, *args, config, method):
-    """Eager: the fixtures share their sizes, so most primitives compile once for all of
-    them (cheaper than one whole-program compile per fixture on CPU)."""
-    return models.build(config).apply({"params": params}, *args, method=method)
+    """One compiled program per fixture."""
+    model = models.build(config)
+    fn = jax.jit(lambda p, *a: model.apply({"params": p}, *a, method=method))
+    return fn.lower(params, *args).compile(compiler_options=FAST_COMPILE)(params, *args)
 
 
 def _outputs(name, config, params, ref):
