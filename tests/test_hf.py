@@ -323,3 +323,38 @@ def test_save_refuses_configs_hf_cannot_express(loaded, tmp_path):
     config, params, _ = loaded["gpt2"]
     with pytest.raises(ValueError, match="No Hugging Face family expresses this ModelConfig"):
         hf.save(config.replace(norm={"residual": "parallel"}), params, str(tmp_path))
+
+
+def _random_params(config, heads=True, seed=0):
+    shapes = jax.eval_shape(lambda r: models.init_params(config, r, heads=heads), jax.random.key(0))
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda s: rng.standard_normal(s.shape).astype(np.float32), shapes)
+
+
+def test_save_our_presets(tmp_path):
+    """Preset-built models save as their HF class in the equivalent form HF expresses."""
+    from transformer_jax.families import bart as bart_family
+
+    config = bart_family.bart(24, 2, 3).replace(vocab_size=99, max_len=37)  # no output bias
+    params = _random_params(config)
+    hf.save(config, params, str(tmp_path / "bart"))
+    config2, params2 = hf.load(str(tmp_path / "bart"))
+    assert config2 == config.replace(output={"bias": True})
+    assert not params2.pop("logits_bias").any()  # BART's final_logits_bias, zero
+    assert jax.tree.all(jax.tree.map(np.array_equal, params, params2))
+
+    config = bert.bert(24, 2, 3).replace(vocab_size=99, max_len=37)  # pretraining heads
+    backbone = _random_params(config, heads=False)
+    hf.save(config, backbone, str(tmp_path / "bert"))
+    written = json.loads((tmp_path / "bert" / "config.json").read_text())
+    assert written["architectures"] == ["BertModel"]
+    _, backbone2 = hf.load(str(tmp_path / "bert"))
+    assert jax.tree.all(jax.tree.map(np.array_equal, backbone, backbone2))
+
+
+def test_save_refuses_pad_masking_gpt2(tmp_path):
+    from transformer_jax.families import PRESETS
+
+    config = PRESETS["gpt-tiny"]  # masks pad id 0: HF's GPT-2 never does
+    with pytest.raises(ValueError, match=r"gpt2: would read back with pad_id=None instead of 0"):
+        hf.save(config, _random_params(config), str(tmp_path))

@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from transformer_jax.config import (
     AttentionConfig,
     EmbeddingConfig,
@@ -183,3 +185,14 @@ def hf_name_table(config: ModelConfig, heads: bool) -> list:
             Row("lm_head.weight", "token_embed/embedding", alias=True),
         ]
     return rows
+
+
+def hf_canonical(config: ModelConfig, params: dict, heads: bool) -> tuple[ModelConfig, dict]:
+    """The equivalent model HF expresses: BART always has final_logits_bias, so a config
+    without an output bias (our presets) is saved with a zero one."""
+    if config.arch != "encoder_decoder" or config.output.bias:
+        return config, params
+    if heads:
+        table = params["token_embed"]["embedding"]
+        params = {**params, "logits_bias": np.zeros(config.vocab_size, table.dtype)}
+    return config.replace(output={"bias": True}), params

@@ -190,3 +190,13 @@ def hf_name_table(config: ModelConfig, heads: bool) -> list:
         if config.heads.num_labels:
             rows += linear_rows("cls.seq_relationship", "classifier")
     return rows
+
+
+def hf_canonical(config: ModelConfig, params: dict, heads: bool) -> tuple[ModelConfig, dict]:
+    """The equivalent model HF expresses: backbone parameters (BertModel) read back with
+    BERT's MLM head described and no classifier, whatever heads the config had."""
+    if heads or config.arch != "encoder":
+        return config, params
+    return config.replace(
+        heads={"mlm_transform": True, "num_labels": 0}, output={"bias": True}
+    ), params

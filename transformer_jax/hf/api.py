@@ -75,19 +75,25 @@ def _comparable(config: ModelConfig) -> ModelConfig:
     return config.replace(dtype="float32")
 
 
-def family_for_config(config: ModelConfig, heads: bool) -> tuple[ModuleType, dict[str, Any]]:
-    """The HF family whose config.json reads back as exactly `config` (compute dtype aside)."""
+def family_for_config(
+    config: ModelConfig, params: Any, heads: bool
+) -> tuple[ModuleType, dict[str, Any], ModelConfig, Any]:
+    """The HF family whose config.json reads back as exactly `config` (compute dtype aside),
+    after the family's `hf_canonical` (an equivalent form, e.g. a zero output bias), with
+    that config.json, and the canonical config and params."""
     reasons = []
     for model_type, family in HF_FAMILIES.items():
         try:
-            hf_config = family.to_hf_config(config, heads)
+            canonical = getattr(family, "hf_canonical", lambda c, p, h: (c, p))
+            cfg, prm = canonical(config, params, heads)
+            hf_config = family.to_hf_config(cfg, heads)
             back = family.from_hf_config(hf_config)
         except (ValueError, KeyError) as e:
             reasons.append(f"{model_type}: {e}")
             continue
-        if _comparable(back) == _comparable(config):
-            return family, hf_config
-        diff = _diff(config.to_dict(), back.to_dict())
+        if _comparable(back) == _comparable(cfg):
+            return family, hf_config, cfg, prm
+        diff = _diff(cfg.to_dict(), back.to_dict())
         reasons.append(f"{model_type}: would read back with {diff}")
     raise ValueError(
         "No Hugging Face family expresses this ModelConfig exactly, so it cannot be saved as an "
@@ -114,7 +120,7 @@ def save(config: ModelConfig, params: Any, directory: str, dtype: Any = None) ->
     full parameters -> the family's head class; backbone parameters -> its base class
     (BertModel, ...). `dtype`: None keeps the params' dtype; otherwise cast."""
     heads = _has_heads(config, params)
-    family, hf_config = family_for_config(config, heads)
+    family, hf_config, config, params = family_for_config(config, params, heads)
     tensors = engine.write_params(family, config, heads, params, dtype)
     stored = next(iter(tensors.values())).dtype
     hf_config = {**hf_config, "dtype": str(stored) if stored != np.float32 else "float32"}
