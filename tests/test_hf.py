@@ -358,3 +358,42 @@ def test_save_refuses_pad_masking_gpt2(tmp_path):
     config = PRESETS["gpt-tiny"]  # masks pad id 0: HF's GPT-2 never does
     with pytest.raises(ValueError, match=r"gpt2: would read back with pad_id=None instead of 0"):
         hf.save(config, _random_params(config), str(tmp_path))
+
+
+def test_released_gpt2_layout(tmp_path, loaded):
+    """Files as on the Hub for gpt2: no `transformer.` prefix, causal-mask buffers."""
+    d = _copy(tmp_path)
+
+    def edit(t):
+        for name in list(t):
+            t[name.removeprefix("transformer.")] = t.pop(name)
+        t["h.0.attn.bias"] = np.tril(np.ones((1, 1, 37, 37), "f4"))
+        t["lm_head.weight"] = t["wte.weight"].copy()
+
+    _edit_tensors(d, edit)
+    _, params = hf.load(str(d))
+    assert jax.tree.all(jax.tree.map(np.array_equal, params, loaded["gpt2"][1]))
+
+
+def test_masked_lm_file_with_pretraining_heads(tmp_path, loaded):
+    """bert-base-uncased says BertForMaskedLM but holds the pooler and NSP head too."""
+    d = _copy(tmp_path, "bert_mlm")
+    with safe_open(
+        os.path.join(fixture_dir("bert_pretraining"), "model.safetensors"), "numpy"
+    ) as f:
+        extra = {k: f.get_tensor(k) for k in f.keys() if "pooler" in k or "seq_rel" in k}
+    _edit_tensors(d, lambda t: t.update(extra))
+    config, params = hf.load(str(d))
+    assert config.heads.pooler and config.heads.num_labels == 2
+    assert np.array_equal(params["classifier"]["bias"], extra["cls.seq_relationship.bias"])
+
+
+def test_untied_gpt2_round_trip(tmp_path):
+    hf_config = json.loads(open(os.path.join(fixture_dir("gpt2"), "config.json")).read())
+    config = gpt2.from_hf_config({**hf_config, "tie_word_embeddings": False})
+    params = _random_params(config)
+    assert params["lm_head"]["kernel"].shape == (24, 99)
+    hf.save(config, params, str(tmp_path))
+    config2, params2 = hf.load(str(tmp_path))
+    assert config2 == config
+    assert jax.tree.all(jax.tree.map(np.array_equal, params, params2))

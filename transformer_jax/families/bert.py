@@ -200,3 +200,13 @@ def hf_canonical(config: ModelConfig, params: dict, heads: bool) -> tuple[ModelC
     return config.replace(
         heads={"mlm_transform": True, "num_labels": 0}, output={"bias": True}
     ), params
+
+
+def hf_from_tensors(config: ModelConfig, names: set[str]) -> ModelConfig:
+    """Heads as the file holds them: released BERT files are often labelled BertForMaskedLM
+    but keep the pooler and the NSP classifier of pretraining (bert-base-uncased)."""
+    if config.heads.mlm_transform and not config.heads.pooler:  # a masked-LM class
+        pooler = any(n.endswith("pooler.dense.weight") for n in names)
+        nsp = "cls.seq_relationship.weight" in names
+        return config.replace(heads={"pooler": pooler or nsp, "num_labels": 2 if nsp else 0})
+    return config

@@ -60,6 +60,8 @@ def load(directory: str, dtype: Any = np.float32) -> tuple[ModelConfig, dict[str
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from e
     with files.open_tensors(directory) as reader:
+        if heads and hasattr(family, "hf_from_tensors"):  # heads the file holds
+            config = family.hf_from_tensors(config, reader.names())
         params = engine.read_params(family, config, heads, reader, dtype)
     return config, params
 
