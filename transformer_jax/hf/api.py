@@ -8,7 +8,6 @@ from typing import Any
 import jax
 import numpy as np
 
-from transformer_jax import models
 from transformer_jax.config import ModelConfig
 from transformer_jax.families import HF_FAMILIES
 from transformer_jax.hf import engine, files
@@ -67,10 +66,14 @@ def load(directory: str, dtype: Any = np.float32) -> tuple[ModelConfig, dict[str
 
 
 def _has_heads(config: ModelConfig, params: Any) -> bool:
-    """True for the full model's parameters, False for the backbone's (init_params(heads=False))."""
-    structure = jax.tree_util.tree_structure(params)
-    full = jax.eval_shape(lambda r: models.init_params(config, r), jax.random.key(0))
-    return jax.tree_util.tree_structure(full) == structure
+    """False for the backbone's parameters (init_params(heads=False)), else True (a tree that
+    is neither is reported by the engine against the full model)."""
+    paths = {
+        tuple(str(getattr(k, "key", k)) for k in path)
+        for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]
+    }
+    full = set(engine.param_shapes(config, heads=True))
+    return paths == full or paths != set(engine.param_shapes(config, heads=False))
 
 
 def _comparable(config: ModelConfig) -> ModelConfig:
