@@ -397,3 +397,14 @@ def test_untied_gpt2_round_trip(tmp_path):
     config2, params2 = hf.load(str(tmp_path))
     assert config2 == config
     assert jax.tree.all(jax.tree.map(np.array_equal, params, params2))
+
+
+@pytest.mark.parametrize(
+    ("name", "pooler", "labels"), [("bert_mlm", False, 0), ("bert_pretraining", True, 2)]
+)
+def test_bert_heads_without_architectures(tmp_path, loaded, name, pooler, labels):
+    d = _copy(tmp_path, name)
+    _edit_config(d, architectures=None)
+    config, params = hf.load(str(d))
+    assert (config.heads.pooler, config.heads.num_labels) == (pooler, labels)
+    assert config == loaded[name][0]

@@ -203,10 +203,9 @@ def hf_canonical(config: ModelConfig, params: dict, heads: bool) -> tuple[ModelC
 
 
 def hf_from_tensors(config: ModelConfig, names: set[str]) -> ModelConfig:
-    """Heads as the file holds them: released BERT files are often labelled BertForMaskedLM
-    but keep the pooler and the NSP classifier of pretraining (bert-base-uncased)."""
-    if config.heads.mlm_transform and not config.heads.pooler:  # a masked-LM class
-        pooler = any(n.endswith("pooler.dense.weight") for n in names)
-        nsp = "cls.seq_relationship.weight" in names
-        return config.replace(heads={"pooler": pooler or nsp, "num_labels": 2 if nsp else 0})
-    return config
+    """Heads as the file holds them, whatever `architectures` says: released files labelled
+    BertForMaskedLM often keep the pooler and NSP classifier of pretraining
+    (bert-base-uncased), and some configs name no class at all."""
+    nsp = "cls.seq_relationship.weight" in names
+    pooler = nsp or any(n.endswith("pooler.dense.weight") for n in names)
+    return config.replace(heads={"pooler": pooler, "num_labels": 2 if nsp else 0})
