@@ -408,3 +408,18 @@ def test_bert_heads_without_architectures(tmp_path, loaded, name, pooler, labels
     config, params = hf.load(str(d))
     assert (config.heads.pooler, config.heads.num_labels) == (pooler, labels)
     assert config == loaded[name][0]
+
+
+def test_bert_legacy_norm_names(tmp_path, loaded):
+    """Older BERT files: LayerNorm.gamma/beta, and the position_ids buffer."""
+    d = _copy(tmp_path, "bert_pretraining")
+
+    def edit(t):
+        for name in [n for n in t if "LayerNorm" in n]:
+            new = name.replace("LayerNorm.weight", "LayerNorm.gamma")
+            t[new.replace("LayerNorm.bias", "LayerNorm.beta")] = t.pop(name)
+        t["bert.embeddings.position_ids"] = np.arange(37)[None]
+
+    _edit_tensors(d, edit)
+    _, params = hf.load(str(d))
+    assert jax.tree.all(jax.tree.map(np.array_equal, params, loaded["bert_pretraining"][1]))

@@ -59,6 +59,11 @@ HF_PREFIX = "bert."  # the backbone's prefix in head classes
 # class -> has its heads; BertModel is the backbone (init_params(heads=False)) with a pooler.
 HF_ARCHITECTURES = {"BertForPreTraining": True, "BertForMaskedLM": True, "BertModel": False}
 HF_IGNORED_TENSORS = (r"(^|\.)embeddings\.position_ids$",)  # an index buffer (old files)
+# Older files (converted from TF) name LayerNorm parameters gamma/beta.
+HF_LEGACY_RENAMES = (
+    (r"LayerNorm\.gamma$", "LayerNorm.weight"),
+    (r"LayerNorm\.beta$", "LayerNorm.bias"),
+)
 
 _HF_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "relu": "relu", "silu": "silu"}
 _HF_ACTIVATION_NAMES = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu", "silu": "silu"}

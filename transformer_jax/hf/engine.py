@@ -60,6 +60,7 @@ def read_params(
     dtype: Any,
 ) -> Params:
     shapes = param_shapes(config, heads)
+    reader.rename(getattr(family, "HF_LEGACY_RENAMES", ()))
     names = reader.names()
     prefix = family.HF_PREFIX if heads else ""
     if prefix and not any(n.startswith(prefix) for n in names):

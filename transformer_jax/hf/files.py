@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
@@ -85,12 +86,29 @@ class TensorReader:
         self.directory = directory
         self._handles = handles
         self.files = files  # name -> path
+        self._stored = {name: name for name in files}  # name -> its name in the file
+
+    def rename(self, rules: tuple[tuple[str, str], ...]) -> None:
+        """Reads older spellings under today's names (regex, replacement), e.g. BERT's
+        `LayerNorm.gamma` -> `LayerNorm.weight`."""
+        if not rules:
+            return
+        files, stored = {}, {}
+        for name, path in self.files.items():
+            new = name
+            for pattern, replacement in rules:
+                new = re.sub(pattern, replacement, new)
+            if new in files:
+                raise ValueError(f"{path}: both {stored[new]!r} and {name!r} hold {new!r}.")
+            files[new], stored[new] = path, self._stored[name]
+        self.files, self._stored = files, stored
 
     def names(self) -> set[str]:
         return set(self.files)
 
     def shape(self, name: str) -> tuple[int, ...]:
-        return tuple(self._handles[self.files[name]].get_slice(name).get_shape())
+        handle = self._handles[self.files[name]]
+        return tuple(handle.get_slice(self._stored[name]).get_shape())
 
     def get(self, name: str) -> np.ndarray:
         """A copy of one tensor. The file is mapped just for this read: the pages of a mapping
@@ -99,7 +117,7 @@ class TensorReader:
         path = self.files[name]
         try:
             with safe_open(path, framework="numpy") as f:
-                return f.get_tensor(name)
+                return f.get_tensor(self._stored[name])
         except Exception as e:
             raise ValueError(f"{path}: cannot read tensor {name!r} ({e}).") from e
 
