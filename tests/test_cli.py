@@ -13,6 +13,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import sample  # noqa: E402
 
+pytestmark = pytest.mark.slow  # three training runs, sample.py subprocesses
+
 
 def _config(tmp, preset, objective):
     c = default_config()
