@@ -12,6 +12,8 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 # pytest-xdist workers for `make test`/`make test-fast` (`make test PYTEST_WORKERS=0`: one process).
 PYTEST_WORKERS ?= auto
 PYTEST_XDIST := -n $(PYTEST_WORKERS) --dist loadgroup
+# Extra pytest arguments, e.g. `make test PYTEST_ARGS=--durations=10`.
+PYTEST_ARGS ?=
 
 .PHONY: demo test test-fast lint bench clean
 
@@ -31,11 +33,11 @@ lint: $(VENV)/.installed
 
 # The whole suite (what README and CI run).
 test: $(VENV)/.installed lint
-	$(PY) -m pytest -q $(PYTEST_XDIST) tests
+	$(PY) -m pytest -q $(PYTEST_XDIST) $(PYTEST_ARGS) tests
 
 # The edit-test loop: everything but the tests marked slow (whole training runs, subprocesses).
 test-fast: $(VENV)/.installed
-	$(PY) -m pytest -q $(PYTEST_XDIST) -m "not slow" tests
+	$(PY) -m pytest -q $(PYTEST_XDIST) -m "not slow" $(PYTEST_ARGS) tests
 
 bench: $(VENV)/.installed
 	$(PY) bench/train_throughput.py
