@@ -63,10 +63,18 @@ def pytest_unconfigure(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    """`serial` tests share one xdist group (with --dist loadgroup: one worker, in turn)."""
+    """`serial` tests share one xdist group (with --dist loadgroup: one worker, in turn). Under
+    xdist the long tests are handed out first (serial, then slow, each in collection order),
+    so that the many short ones fill the gaps at the end instead of a long one starting last
+    on one worker while the other idles."""
     for item in items:
         if item.get_closest_marker("serial") and not item.get_closest_marker("xdist_group"):
             item.add_marker(pytest.mark.xdist_group("serial"))
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # every worker sorts its identical collection
+        # Stable: collection order within serial (also slow), slow, and the rest.
+        items.sort(
+            key=lambda i: (not i.get_closest_marker("serial"), not i.get_closest_marker("slow"))
+        )
 
 
 def shared_dir(tmp_path_factory, name: str) -> str:
