@@ -9,7 +9,13 @@ PYTHON ?= $(shell for p in python3 python3.13 python3.12 python3.11; do \
 # TensorFlow only feeds tf.data: keep it quiet and off any GPU.
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test lint bench clean
+# pytest-xdist workers for `make test`/`make test-fast` (`make test PYTEST_WORKERS=0`: one process).
+PYTEST_WORKERS ?= auto
+PYTEST_XDIST := -n $(PYTEST_WORKERS) --dist loadgroup
+# Extra pytest arguments, e.g. `make test PYTEST_ARGS=--durations=10`.
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-fast lint bench clean
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	@if [ -z "$(PYTHON)" ]; then echo "error: no Python >= 3.11 found (jax 0.10.2 requires it); install one or run 'make PYTHON=/path/to/python3.11'" >&2; exit 1; fi
@@ -25,8 +31,13 @@ demo: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .
 
+# The whole suite (what README and CI run).
 test: $(VENV)/.installed lint
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q $(PYTEST_XDIST) $(PYTEST_ARGS) tests
+
+# The edit-test loop: everything but the tests marked slow (whole training runs, subprocesses).
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q $(PYTEST_XDIST) -m "not slow" $(PYTEST_ARGS) tests
 
 bench: $(VENV)/.installed
 	$(PY) bench/train_throughput.py

@@ -112,23 +112,30 @@ def make_config(corpus: tuple[str, str], steps: int, **overrides):
 
 
 class Reference:
-    """The session's reference run: a straight 8-step run in train.py (subprocess), whose
-    workdir also carries the prepared tokenizer, TFDS build and token cache for copies."""
+    """The run's reference run: a straight 8-step run in train.py (subprocess), whose workdir
+    also carries the prepared tokenizer, TFDS build and token cache for copies. Built once per
+    pytest run (by whichever xdist worker asks first) and only read afterwards: tests work in
+    copies made by `new_workdir`."""
 
     def __init__(self, root: str):
         self.root = root
-        self.corpus = write_corpus(root)
-        self.cache = os.path.join(root, "jax_cache")
+        self.corpus = (os.path.join(root, "train.txt"), os.path.join(root, "eval.txt"))
         self.workdir = os.path.join(root, "reference")
         self.steps = 8
-        out = train(self.workdir, config_flags(self.corpus, self.steps), cache_dir=self.cache)
-        assert out.returncode == 0, out.stderr[-3000:]
+        self._worker = os.environ.get("PYTEST_XDIST_WORKER", "main")  # unique copy names
         self._count = 0
+
+    def build(self, root: str) -> None:
+        assert write_corpus(root) == self.corpus
+        out = train(self.workdir, config_flags(self.corpus, self.steps))
+        assert out.returncode == 0, out.stderr[-3000:]
 
     def new_workdir(self, name: str, checkpoints: bool | list[int] = False) -> str:
         self._count += 1
         return copy_workdir(
-            self.workdir, os.path.join(self.root, f"{name}-{self._count}"), checkpoints=checkpoints
+            self.workdir,
+            os.path.join(self.root, f"{name}-{self._worker}-{self._count}"),
+            checkpoints=checkpoints,
         )
 
     def train(
@@ -136,28 +143,34 @@ class Reference:
     ) -> subprocess.CompletedProcess:
         overrides = kwargs.pop("overrides", {})
         flags = config_flags(self.corpus, self.steps if steps is None else steps, **overrides)
-        return train(workdir, flags, cache_dir=self.cache, **kwargs)
+        return train(workdir, flags, **kwargs)
 
 
 _REFERENCE: list[Reference] = []
 
 
 def reference(tmp_path_factory) -> Reference:
-    """One Reference per pytest session, shared by every test_robustness_* module."""
+    """One Reference per pytest run, shared by every test_robustness_* module and worker."""
     if not _REFERENCE:
-        _REFERENCE.append(Reference(str(tmp_path_factory.mktemp("robustness"))))
+        from _session_fixtures import build_once, shared_dir
+
+        ref = Reference(shared_dir(tmp_path_factory, "robustness"))
+        build_once(ref.root, ref.build)
+        _REFERENCE.append(ref)
     return _REFERENCE[0]
 
 
-def env(devices: int = 1, cache_dir: str | None = None) -> dict[str, str]:
+def env(devices: int = 1, compilation_cache: bool = True) -> dict[str, str]:
+    """The test run's environment (with its JAX compilation cache, tests/_session_fixtures.py)
+    for a CPU process with `devices` host devices; `compilation_cache=False` turns the cache
+    off (it only saves time: results are identical, test_compilation_cache.py)."""
     out = dict(os.environ)
     out["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     out["JAX_PLATFORMS"] = "cpu"  # forced host devices: also on a machine with a GPU
     out["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    if cache_dir:  # the persistent compilation cache only saves time; results are identical
-        out["JAX_COMPILATION_CACHE_DIR"] = cache_dir
-        out["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
-        out["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+    if not compilation_cache:
+        out.pop("JAX_COMPILATION_CACHE_DIR", None)
+        out["JAX_ENABLE_COMPILATION_CACHE"] = "false"
     return out
 
 
@@ -167,7 +180,8 @@ def train(
     *,
     faults: dict | None = None,
     devices: int = 1,
-    cache_dir: str | None = None,
+    compilation_cache: bool = True,
+    extra_env: dict[str, str] | None = None,
     timeout: int = TIMEOUT,
 ) -> subprocess.CompletedProcess:
     """Runs train.py (through the fault runner when `faults` is given) to its end."""
@@ -176,7 +190,7 @@ def train(
     ]  # fmt: skip
     return subprocess.run(
         [*prefix, f"--workdir={workdir}", *flags],
-        env=env(devices, cache_dir),
+        env={**env(devices, compilation_cache), **(extra_env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,

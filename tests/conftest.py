@@ -275,3 +275,8 @@ def ref():
         encoder_only=encoder_only,
         encoder_decoder=encoder_decoder,
     )
+
+
+# Session set-up (compilation cache shared with subprocesses, run-once builds, the `serial`
+# marker for xdist): see tests/_session_fixtures.py.
+pytest_plugins = ["_session_fixtures"]

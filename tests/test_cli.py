@@ -1,10 +1,12 @@
 """sample.py and train.py as a user runs them: workdirs from short real training runs."""
 
 import os
+import pathlib
 import subprocess
 import sys
 
 import pytest
+from _session_fixtures import build_once, shared_dir
 
 from transformer_jax.data import synthetic
 from transformer_jax.train import default_config, train_and_evaluate
@@ -12,6 +14,8 @@ from transformer_jax.train import default_config, train_and_evaluate
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import sample  # noqa: E402
+
+pytestmark = pytest.mark.slow  # three training runs, sample.py subprocesses
 
 
 def _config(tmp, preset, objective):
@@ -43,18 +47,23 @@ def _config(tmp, preset, objective):
     return c
 
 
-@pytest.fixture(scope="module")
+ARCHITECTURES = (("gpt-tiny", "clm"), ("transformer-tiny", "seq2seq"), ("bert-tiny", "mlm"))
+
+
+@pytest.fixture(scope="session")
 def workdirs(tmp_path_factory):
-    out = {}
-    for preset, objective in (
-        ("gpt-tiny", "clm"),
-        ("transformer-tiny", "seq2seq"),
-        ("bert-tiny", "mlm"),
-    ):
-        tmp = tmp_path_factory.mktemp(preset)
-        train_and_evaluate(_config(tmp, preset, objective), str(tmp / "work"))
-        out[preset] = str(tmp / "work")
-    return out
+    """One trained workdir per architecture, built once per run (by whichever xdist worker asks
+    first) and only read by the tests."""
+    root = shared_dir(tmp_path_factory, "cli_workdirs")
+
+    def build(root):
+        for preset, objective in ARCHITECTURES:
+            tmp = pathlib.Path(root) / preset
+            tmp.mkdir()
+            train_and_evaluate(_config(tmp, preset, objective), str(tmp / "work"))
+
+    build_once(root, build)
+    return {preset: os.path.join(root, preset, "work") for preset, _ in ARCHITECTURES}
 
 
 OPTIONS = dict(max_new_tokens=5, temperature=0.0, top_k=0, top_p=1.0, length_penalty=0.6)

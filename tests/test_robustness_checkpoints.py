@@ -23,7 +23,10 @@ from transformer_jax.train.checkpoints import (
 )
 
 # When a read fails inside orbax (a damaged file), orbax leaves an asyncio callback behind.
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+    pytest.mark.slow,  # the reference run (train.py) and resumed runs
+]
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,8 @@ from transformer_jax import data
 from transformer_jax.data import tokenizer as tok_lib
 from transformer_jax.train import steps, train_and_evaluate
 
+pytestmark = pytest.mark.slow  # needs the reference run (train.py) of _robustness_util
+
 
 @pytest.fixture(scope="module")
 def ref(tmp_path_factory):

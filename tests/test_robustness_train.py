@@ -19,6 +19,8 @@ import pytest
 
 from transformer_jax.train.checkpoints import Checkpoints
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def ref(tmp_path_factory):
@@ -52,6 +54,7 @@ def _resumed_from(out) -> int | None:
     return int(lines[-1].split("Resumed from step")[1].split()[0]) if lines else None
 
 
+@pytest.mark.serial  # signals / a timed save in flight
 def test_sigkill_and_restart_is_bitwise_identical(ref):
     workdir = ref.new_workdir("sigkill")
     # Synchronous saves make the kill point exact: step 4 is on disk when step 5 is asked for.
@@ -71,6 +74,7 @@ def test_sigkill_and_restart_is_bitwise_identical(ref):
     U.assert_trees_equal(U.load_state(workdir, 6)[1], U.load_state(ref.workdir, 6)[1])
 
 
+@pytest.mark.serial  # signals / a timed save in flight
 def test_sigkill_during_async_save_resumes_from_newest_complete_step(ref):
     workdir = ref.new_workdir("savekill")
     keep = {"keep_checkpoints": 2}
@@ -102,6 +106,7 @@ def test_sigkill_during_async_save_resumes_from_newest_complete_step(ref):
     _assert_same_as_reference(ref, workdir)
 
 
+@pytest.mark.serial  # signals / a timed save in flight
 def test_sigterm_saves_the_current_step_and_exits_75(ref):
     workdir = ref.new_workdir("sigterm")
     # Before training (data preparation): nothing new to save, exit at once.
@@ -128,6 +133,7 @@ def test_sigterm_saves_the_current_step_and_exits_75(ref):
     _assert_same_as_reference(ref, workdir)
 
 
+@pytest.mark.serial  # signals / a timed save in flight
 def test_exception_waits_for_the_async_save_and_exits_nonzero(ref):
     workdir = ref.new_workdir("exception")
     # Each background write first sleeps 2 s, so step 4's save is still in flight when the

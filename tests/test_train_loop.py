@@ -63,6 +63,7 @@ def _translation_config(tmp_path):
     return c
 
 
+@pytest.mark.slow
 def test_translation_run_learns_and_fills_the_workdir(tmp_path):
     config = _translation_config(tmp_path)
     workdir = str(tmp_path / "wmt_tiny")
@@ -111,6 +112,8 @@ def _losses(workdir):
     return {r["step"]: r["loss"] for r in records if r["split"] == "train"}
 
 
+@pytest.mark.slow
+@pytest.mark.serial  # binds a port; two processes exchange collectives
 def test_two_processes_train_like_one(tmp_path):
     rng = random.Random(0)
     vocab = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 7)))

@@ -1,0 +1,111 @@
+"""Session-wide test set-up, loaded by tests/conftest.py (`pytest_plugins`).
+
+1. JAX's persistent compilation cache in a directory created fresh for each pytest run and
+   removed at its end. The run's process (the xdist controller when run with `-n`) creates it
+   at import, before anything is compiled, and exports it as JAX_COMPILATION_CACHE_DIR with
+   thresholds that keep CPU entries (JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0,
+   JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=-1). xdist workers and every subprocess the tests
+   start (train.py, sample.py, `python -c`) inherit the environment, so a train step compiled
+   once is loaded, not compiled, by the next process. The cache only saves time: XLA compiles
+   the same HLO to the same executable (test_compilation_cache.py checks this bitwise), and
+   TRANSFORMER_JAX_TEST_JAX_CACHE=0 runs the whole suite without it.
+2. `shared_dir` / `build_once`: a directory, and a build in it done by exactly one process per
+   run (a file lock), shared by all xdist workers; e.g. the robustness reference run.
+3. The `serial` marker (pyproject.toml): tests that send signals, measure time, bind ports or
+   start several processes of their own. Under xdist they all go to one group (one worker, one
+   at a time), so two of them never compete with each other for the machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import tempfile
+
+import pytest
+
+_OWNED = "TRANSFORMER_JAX_TEST_JAX_CACHE_DIR"  # set by the process that created the cache dir
+_SWITCH = "TRANSFORMER_JAX_TEST_JAX_CACHE"  # "0": run without the persistent cache
+_created: list[str] = []
+
+
+def _setup_compilation_cache() -> None:
+    if os.environ.get(_SWITCH, "1") == "0":
+        os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
+        os.environ["JAX_ENABLE_COMPILATION_CACHE"] = "false"
+    else:
+        if _OWNED not in os.environ:  # the run's first process: a fresh, empty directory
+            path = tempfile.mkdtemp(prefix="transformer_jax-test-jax-cache-")
+            _created.append(path)
+            os.environ[_OWNED] = path
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ[_OWNED]
+        os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+        os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "-1"
+    # conftest.py has imported jax already (its options read the environment at import).
+    import jax
+
+    enabled = "JAX_COMPILATION_CACHE_DIR" in os.environ
+    jax.config.update("jax_enable_compilation_cache", enabled)
+    if enabled:
+        jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+
+
+_setup_compilation_cache()
+
+
+def pytest_unconfigure(config):
+    for path in _created:  # only the process that created it (the controller under xdist)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(config, items):
+    """`serial` tests share one xdist group (with --dist loadgroup: one worker, in turn). Under
+    xdist the long tests are handed out first (serial, then slow, each in collection order),
+    so that the many short ones fill the gaps at the end instead of a long one starting last
+    on one worker while the other idles."""
+    for item in items:
+        if item.get_closest_marker("serial") and not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group("serial"))
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # every worker sorts its identical collection
+        # Stable: collection order within serial (also slow), slow, and the rest.
+        items.sort(
+            key=lambda i: (not i.get_closest_marker("serial"), not i.get_closest_marker("slow"))
+        )
+
+
+def shared_dir(tmp_path_factory, name: str) -> str:
+    """tmp directory `name` of this pytest run, the same path in every xdist worker."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # popen-gwN/.. is the run's own pytest-N directory
+    path = os.path.join(str(base), name)
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+@contextlib.contextmanager
+def _locked(path: str):
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def build_once(directory: str, build) -> None:
+    """Runs `build(directory)` once per run, whichever worker asks first; the others wait for
+    it. A failed build leaves no mark, so the next caller retries it (and fails likewise)."""
+    done = os.path.join(directory, ".built")
+    with _locked(directory + ".lock"):
+        if os.path.exists(done):
+            return
+        for name in os.listdir(directory):  # leftovers of a failed attempt
+            path = os.path.join(directory, name)
+            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+        build(directory)
+        open(done, "w").close()
