@@ -672,6 +672,6 @@ def test_layout_1_paths_migrate_to_the_current_tree(cfg):
     if cfg.ffn.gated:
         assert "params/decoder/layer_0/ffn/wi/kernel" in old
         assert old["params/decoder/layer_0/ffn/wi/kernel"] == "decoder/layer_0/ffn/wi_gate/kernel"
-    migrated = migrate_paths(old, 1, cfg)
+    migrated = migrate_paths(old, 1)
     assert migrated == {"params/" + new: new for new in current}
-    assert migrate_paths(migrated, PARAM_LAYOUT, cfg) == migrated  # current: unchanged
+    assert migrate_paths(migrated, PARAM_LAYOUT) == migrated  # current: unchanged

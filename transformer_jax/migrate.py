@@ -16,7 +16,7 @@ rename serves the parameters and every optimizer slot that mirrors them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 PARAM_LAYOUT = 2
@@ -103,36 +103,70 @@ def config_dict_to_current(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- parameters
-def _layout_1_to_2(parts: list[str], config: Any) -> list[str]:
-    if config.ffn.gated:
+# A step from layout v to v + 1 looks at every stored path (of one checkpoint, parameters
+# and optimizer slots together) and returns the rename of one path, given as its segments.
+Step = Callable[[list[str]], list[str]]
+
+
+def _layout_1_to_2(paths: list[str]) -> Step:
+    """Layout 1 named a gated feed-forward's activated branch `wi` and the linear one
+    `wi_gate`; layout 2 the other way round. A feed-forward is gated iff it has both, so the
+    stored paths alone decide (no model config needed); all other paths are unchanged."""
+
+    def ffn_index(parts: list[str]) -> int | None:
         for i in range(len(parts) - 1):
             if parts[i] == "ffn" and parts[i + 1] in ("wi", "wi_gate"):
-                parts[i + 1] = "wi_gate" if parts[i + 1] == "wi" else "wi"
-                break
-    return parts
+                return i
+        return None
+
+    gated = set()
+    for path in paths:
+        parts = path.split("/")
+        i = ffn_index(parts)
+        if i is not None and parts[i + 1] == "wi_gate":
+            gated.add(tuple(parts[: i + 1]))
+
+    def step(parts: list[str]) -> list[str]:
+        i = ffn_index(parts)
+        if i is None or tuple(parts[: i + 1]) not in gated:
+            return parts
+        return [*parts[: i + 1], "wi" if parts[i + 1] == "wi_gate" else "wi_gate", *parts[i + 2 :]]
+
+    return step
 
 
-_STEPS: dict[int, Callable[[list[str], Any], list[str]]] = {1: _layout_1_to_2}
+_STEPS: dict[int, Callable[[list[str]], Step]] = {1: _layout_1_to_2}
 
 
-def migrate_path(path: str, layout: int, config: Any) -> str:
-    """A "/"-joined path saved in parameter layout `layout` -> its path in PARAM_LAYOUT, for
-    the model `config` (a ModelConfig). Raises LayoutError for a layout this code cannot read."""
+def migration(paths: Iterable[str], layout: int) -> Callable[[str], str]:
+    """The rename path -> today's path for a checkpoint stored in parameter layout `layout`
+    whose "/"-joined paths are `paths`. Raises LayoutError for a layout this code cannot read."""
     if not isinstance(layout, int) or isinstance(layout, bool) or not 1 <= layout <= PARAM_LAYOUT:
         raise LayoutError(
             f"parameter layout {layout!r} is not one this code reads (1..{PARAM_LAYOUT}); it "
             "was written by a newer transformer_jax: upgrade the library, or load it with the "
             "version that wrote it."
         )
-    parts = path.split("/")
+    paths = list(paths)
+    steps: list[Step] = []
     for version in range(layout, PARAM_LAYOUT):
-        parts = _STEPS[version](parts, config)
-    return "/".join(parts)
+        step = _STEPS[version](paths)
+        paths = ["/".join(step(p.split("/"))) for p in paths]
+        steps.append(step)
+
+    def rename(path: str) -> str:
+        parts = path.split("/")
+        for step in steps:
+            parts = step(parts)
+        return "/".join(parts)
+
+    return rename
 
 
-def migrate_paths(flat: Mapping[str, Any], layout: int, config: Any) -> dict[str, Any]:
-    """{path: value} saved in layout `layout` -> the same values under PARAM_LAYOUT's paths."""
-    out = {migrate_path(k, layout, config): v for k, v in flat.items()}
+def migrate_paths(flat: Mapping[str, Any], layout: int) -> dict[str, Any]:
+    """{path: value} stored in layout `layout` -> the same values under today's paths."""
+    rename = migration(flat, layout)
+    out = {rename(k): v for k, v in flat.items()}
     if len(out) != len(flat):
         raise LayoutError(f"Migrating layout {layout} -> {PARAM_LAYOUT} merged two paths.")
     return out

@@ -23,11 +23,10 @@ array's bytes must match the manifest (else the error names the step and paramet
 
 Parameter layouts: each manifest records the parameter layout of the code that wrote it
 (`transformer_jax.migrate.PARAM_LAYOUT`; steps without one are layout 1). A step in an older
-layout is read through the `migrate` function given to the manager (path, layout -> path
-today; the trainer and `load_params` pass `migrate.migrate_path` for their model), applied to
-the parameters and to every optimizer slot alike, after the checksums of the stored arrays were
-verified under their stored paths. A layout this code cannot read is a CheckpointMismatchError
-naming the step, the layout and what to do.
+layout is renamed to today's paths as it is read (`migrate.migration`, decided by the stored
+paths alone), the parameters and every optimizer slot alike, after the checksums of the stored
+arrays were verified under their stored paths. A layout this code cannot read is a
+CheckpointMismatchError naming the step, the layout and what to do.
 
 Saves run in one background thread: the state is copied to host on the caller's thread, then
 the thread writes it with orbax (synchronously, so the rename that finalizes the step is done
@@ -39,7 +38,6 @@ join the thread and re-raise its errors; the trainer calls `close()` on every ex
 from __future__ import annotations
 
 import concurrent.futures
-import functools
 import hashlib
 import json
 import logging
@@ -57,7 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from transformer_jax.migrate import PARAM_LAYOUT, LayoutError
+from transformer_jax.migrate import PARAM_LAYOUT, LayoutError, migration
 from transformer_jax.train.run_config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -241,8 +239,6 @@ class Checkpoints:
 
     `primary`: whether this process writes manifests and deletes old steps (default: process
     0). Every process must call `save` for the same steps (orbax saves are collective).
-    `migrate(path, layout) -> path`: reads steps written in an older parameter layout (see the
-    module docstring); without it such steps are refused with an error.
     """
 
     def __init__(
@@ -252,10 +248,8 @@ class Checkpoints:
         max_to_keep: int = 3,
         async_save: bool = True,
         primary: bool | None = None,
-        migrate: Callable[[str, int], str] | None = None,
     ):
         self.directory = os.path.abspath(directory)
-        self.migrate = migrate
         self.max_to_keep = max_to_keep
         self.primary = jax.process_index() == 0 if primary is None else primary
         options = ocp.CheckpointManagerOptions(
@@ -458,27 +452,17 @@ class Checkpoints:
             ) from e
         return _flat(getattr(metadata, "tree", metadata))
 
-    def _renamer(self, step: int, manifest: dict | None) -> Callable[[str], str] | None:
+    def _renamer(self, step: int, manifest: dict | None, paths) -> Callable[[str], str] | None:
         """path -> today's path for `step`'s parameter layout (None: already today's)."""
         layout = 1 if manifest is None else manifest.get("layout", 1)
         if layout == PARAM_LAYOUT:
             return None
-        hint = (
-            "It was written by a newer transformer_jax: upgrade the library"
-            if isinstance(layout, int) and layout > PARAM_LAYOUT
-            else "Load it with the transformer_jax version that wrote it"
-        )
-        if self.migrate is None:
-            raise CheckpointMismatchError(
-                f"Checkpoint step {step} in {self.directory} has parameter layout {layout!r} "
-                f"and no migration to layout {PARAM_LAYOUT} was given. {hint}, or restore it "
-                "through train.py / load_params, which migrate older layouts."
-            )
         try:
-            self.migrate("params", layout)  # fails now for a layout no migration knows
+            return migration(paths, layout)
         except LayoutError as e:
-            raise CheckpointMismatchError(f"Checkpoint step {step}: {e}") from None
-        return functools.partial(self.migrate, layout=layout)
+            raise CheckpointMismatchError(
+                f"Checkpoint step {step} in {self.directory}: {e}"
+            ) from None
 
     def _read(self, step: int, expected: dict, prefix: str | None) -> dict:
         """Checks, reads and verifies `step`; returns the host tree (or its `prefix` subtree),
@@ -487,8 +471,8 @@ class Checkpoints:
         if not os.path.isdir(step_dir):
             raise FileNotFoundError(f"No checkpoint step {step} in {self.directory}")
         manifest = self._manifest(step)
-        rename = self._renamer(step, manifest)
         found = self._found_tree(step, manifest)
+        rename = self._renamer(step, manifest, found)
         if rename is not None:
             found = {rename(p): x for p, x in found.items()}
         if prefix is not None:

@@ -189,7 +189,6 @@ def _train(config, workdir: str, data, guard: _SigtermGuard) -> dict[str, Any]:
         max_to_keep=config.keep_checkpoints,
         async_save=config.async_checkpoints,
         primary=is_chief,
-        migrate=wd.path_migration(model_cfg),
     )
     writer = metrics.MetricWriter(workdir, enabled=is_chief)
     try:

@@ -10,16 +10,14 @@ WORKDIR/tensorboard/        TensorBoard event files
 
 from __future__ import annotations
 
-import functools
 import json
 import os
-from collections.abc import Callable
 from typing import Any
 
 import jax
 import ml_collections
 
-from transformer_jax import migrate, models
+from transformer_jax import models
 from transformer_jax.config import ModelConfig
 
 CONFIG_FILE = "config.json"
@@ -43,12 +41,6 @@ def _atomic_write(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
-def path_migration(model_cfg: ModelConfig) -> Callable[[str, int], str]:
-    """(path, layout) -> today's path, for checkpoints of `model_cfg` written in an older
-    parameter layout (transformer_jax.migrate)."""
-    return functools.partial(migrate.migrate_path, config=model_cfg)
-
-
 def read_model_config(workdir: str) -> ModelConfig:
     path = os.path.join(workdir, MODEL_CONFIG_FILE)
     if not os.path.exists(path):
@@ -66,11 +58,7 @@ def load_params(workdir: str, step: int | None = None) -> tuple[ModelConfig, Any
     from transformer_jax.train.checkpoints import Checkpoints
 
     model_cfg = read_model_config(workdir)
-    ckpt = Checkpoints(
-        os.path.join(workdir, CHECKPOINT_DIR),
-        async_save=False,
-        migrate=path_migration(model_cfg),
-    )
+    ckpt = Checkpoints(os.path.join(workdir, CHECKPOINT_DIR), async_save=False)
     try:
         step = ckpt.latest_step() if step is None else step
         if step is None:
