@@ -25,6 +25,7 @@ import shutil
 import tempfile
 
 import pytest
+from _robustness_util import xla_flags
 
 _OWNED = "TRANSFORMER_JAX_TEST_JAX_CACHE_DIR"  # set by the process that created the cache dir
 _SWITCH = "TRANSFORMER_JAX_TEST_JAX_CACHE"  # "0": run without the persistent cache
@@ -55,6 +56,11 @@ def _setup_compilation_cache() -> None:
 
 
 _setup_compilation_cache()
+
+# XLA's fast-compile flags for this process and, through XLA_FLAGS, its subprocesses
+# (`_robustness_util.xla_flags` says why).
+if xla_flags():  # before any backend exists (conftest imported jax, but ran nothing)
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {xla_flags()}".strip()
 
 
 def pytest_unconfigure(config):

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 
+import _robustness_util as U
 import pytest
 
 SCRIPT = textwrap.dedent(
@@ -49,9 +50,7 @@ SCRIPT = textwrap.dedent(
 
 @pytest.mark.slow
 def test_pmap_over_4_devices_equals_one_device():
-    env = dict(
-        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu"
-    )
+    env = dict(os.environ, XLA_FLAGS=U.xla_flags(4), JAX_PLATFORMS="cpu")
     out = subprocess.run(
         [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300
     )

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 
+import _robustness_util as U
 import jax
 import numpy as np
 import pytest
@@ -123,9 +124,7 @@ def test_two_processes_train_like_one(tmp_path):
         path.write_text(
             "\n".join(" ".join(rng.choice(vocab) for _ in range(12)) for _ in range(lines)) + "\n"
         )
-    env = dict(
-        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu"
-    )
+    env = dict(os.environ, XLA_FLAGS=U.xla_flags(1), JAX_PLATFORMS="cpu")
     single = tmp_path / "single"
     out = subprocess.run(
         _train_cmd(single, text, 8, 4), env=env, capture_output=True, text=True, timeout=400
