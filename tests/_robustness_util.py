@@ -467,3 +467,22 @@ def _main() -> None:
 
 if __name__ == "__main__":
     _main()
+
+
+TIMINGS = ("steps_per_second", "tokens_per_second", "mfu")  # wall-clock, not results
+
+
+def assert_same_as_reference(ref: Reference, workdir: str, every_metric: bool = False) -> None:
+    """Final state (params, opt_state, step, skipped) and every step's loss are bitwise equal
+    to the reference run's; with `every_metric`, also every logged number but the timings."""
+    step, state = load_state(workdir)
+    ref_step, ref_state = load_state(ref.workdir)
+    assert step == ref_step == ref.steps
+    assert_trees_equal(state, ref_state)
+    assert train_losses(workdir) == train_losses(ref.workdir)
+    if every_metric:
+        for split in ("train", "eval"):
+            keep = lambda r: {k: v for k, v in r.items() if k not in TIMINGS}
+            ours = [keep(r) for r in records(workdir) if r["split"] == split]
+            theirs = [keep(r) for r in records(ref.workdir) if r["split"] == split]
+            assert ours == theirs, split

@@ -40,15 +40,6 @@ def _latest(workdir: str) -> int | None:
     return trusted[-1] if trusted else None
 
 
-def _assert_same_as_reference(ref, workdir: str) -> None:
-    """Final state (params, opt_state, step, skipped) and every step's loss are bitwise equal."""
-    step, state = U.load_state(workdir)
-    ref_step, ref_state = U.load_state(ref.workdir)
-    assert step == ref_step == ref.steps
-    U.assert_trees_equal(state, ref_state)
-    assert U.train_losses(workdir) == U.train_losses(ref.workdir)
-
-
 def _resumed_from(out) -> int | None:
     lines = [line for line in out.stderr.splitlines() if "Resumed from step" in line]
     return int(lines[-1].split("Resumed from step")[1].split()[0]) if lines else None
@@ -70,7 +61,7 @@ def test_sigkill_and_restart_is_bitwise_identical(ref):
     steps = [r["step"] for r in U.records(workdir) if r["split"] == "train"]
     assert steps == [1, 2, 3, 4, 5, 5, 6, 7, 8]  # step 5 done twice: appended, last one wins
     assert U.train_losses(workdir)[5] == first_loss_5
-    _assert_same_as_reference(ref, workdir)
+    U.assert_same_as_reference(ref, workdir)
     U.assert_trees_equal(U.load_state(workdir, 6)[1], U.load_state(ref.workdir, 6)[1])
 
 
@@ -103,7 +94,7 @@ def test_sigkill_during_async_save_resumes_from_newest_complete_step(ref):
     assert _resumed_from(out) == 6
     assert _status(workdir) == {6: "trusted", 8: "trusted"}
     assert not glob.glob(os.path.join(workdir, "checkpoints", ".deleting-*"))
-    _assert_same_as_reference(ref, workdir)
+    U.assert_same_as_reference(ref, workdir)
 
 
 @pytest.mark.serial  # signals / a timed save in flight
@@ -130,7 +121,7 @@ def test_sigterm_saves_the_current_step_and_exits_75(ref):
 
     out = ref.train(workdir)
     assert out.returncode == 0 and _resumed_from(out) == 7, out.stderr[-2000:]
-    _assert_same_as_reference(ref, workdir)
+    U.assert_same_as_reference(ref, workdir)
 
 
 @pytest.mark.serial  # signals / a timed save in flight
