@@ -98,7 +98,7 @@ def make_tokenizer(name):
 
 
 def make_spm(out_dir):
-    """A LLaMA-style sentencepiece tokenizer.model (BPE, byte fallback) and the
+    """A LLaMA-style sentencepiece tokenizer.model (BPE, byte fallback, whitespace kept) and the
     tokenizer_config.json a LLaMA checkpoint ships; returns transformers' tokenizer of it."""
     import sentencepiece as spm
 
@@ -107,7 +107,8 @@ def make_spm(out_dir):
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(CORPUS), model_writer=proto, vocab_size=330, model_type="bpe",
         byte_fallback=True, minloglevel=2, normalization_rule_name="identity",
-        bos_id=1, eos_id=2, unk_id=0, pad_id=-1,
+        remove_extra_whitespaces=False, split_digits=True, allow_whitespace_only_pieces=True,
+        bos_id=1, eos_id=2, unk_id=0, pad_id=-1,  # LLaMA's settings
     )  # fmt: skip
     with open(os.path.join(out_dir, "tokenizer.model"), "wb") as f:
         f.write(proto.getvalue())

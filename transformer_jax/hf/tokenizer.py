@@ -144,7 +144,11 @@ class HFTokenizer(_Base):
 class SentencePieceTokenizer(_Base):
     """A sentencepiece model file as a checkpoint ships it (LLaMA's tokenizer.model, T5's
     spiece.model, Marian's source.spm). Tokens added past the model's pieces (T5's
-    <extra_id_N>) count in vocab_size and are special; they are not parsed out of text."""
+    <extra_id_N>) count in vocab_size and are special; they are not parsed out of text.
+
+    Encodings follow transformers (what the checkpoint was used with), which differs from
+    sentencepiece's own in one place: with a dummy prefix, a text that already starts with a
+    space gets no second one (" a" is "▁a", not "▁▁a"; Metaspace prepend_scheme="first")."""
 
     def __init__(self, directory: str, filename: str):
         import sentencepiece as spm
@@ -170,10 +174,20 @@ class SentencePieceTokenizer(_Base):
         i = self._sp.piece_to_id(token)
         return None if i == self._sp.unk_id() and token != self._sp.id_to_piece(i) else i
 
+    @property
+    def _dummy_prefix(self) -> bool:
+        first = self._sp.encode("a", out_type=str)
+        return bool(first) and first[0].startswith("\u2581")
+
     def encode(self, text: str) -> list[int]:
+        if text.startswith(" ") and self._dummy_prefix:
+            # the leading space stands for the prefix; a lone space is the piece "▁"
+            return self._sp.encode(text[1:]) if len(text) > 1 else [self._sp.piece_to_id("\u2581")]
         return self._sp.encode(text)
 
     def encode_batch(self, texts: Sequence[str], num_threads: int = 2) -> list[list[int]]:
+        if any(t.startswith(" ") for t in texts):
+            return [self.encode(t) for t in texts]
         return self._sp.encode(list(texts), num_threads=num_threads)
 
     def decode(self, ids: Iterable[int]) -> str:
