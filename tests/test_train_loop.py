@@ -13,6 +13,8 @@ import _robustness_util as U
 import jax
 import numpy as np
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.util.tensor_util import make_ndarray
 
 from transformer_jax.train import default_config, train_and_evaluate
 from transformer_jax.train import workdir as wd
@@ -79,6 +81,16 @@ def test_translation_run_learns_and_fills_the_workdir(tmp_path):
     assert all(np.isfinite(r["tokens_per_second"]) and r["mfu"] > 0 for r in trains[1:])
     for name in ("config.json", "model_config.json", "tokenizer.model", "tensorboard"):
         assert os.path.exists(os.path.join(workdir, name)), name
+    # TensorBoard's own reader sees every scalar of metrics.jsonl (written without TF).
+    events = EventAccumulator(os.path.join(workdir, "tensorboard"), size_guidance={"tensors": 0})
+    events.Reload()
+    for split, rows in (("train", trains), ("eval", evals)):
+        for key in ("loss", "accuracy"):
+            logged = {e.step: float(make_ndarray(e.tensor_proto)) for e in events.Tensors(
+                f"{split}/{key}")}  # fmt: skip
+            assert logged == {r["step"]: pytest.approx(r[key], rel=1e-6) for r in rows}, key
+    plugin = events.SummaryMetadata("train/loss").plugin_data.plugin_name
+    assert plugin == "scalars"  # shown in TensorBoard's scalar dashboard
     model_cfg, params, step = wd.load_params(workdir)
     assert step == 120 and model_cfg.arch == "encoder_decoder"
     # A second call in the same workdir resumes at the end and only re-evaluates.

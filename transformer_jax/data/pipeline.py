@@ -388,7 +388,6 @@ def make_datasets(
             f"equal num_devices={num_devices}"
         )
     os.makedirs(workdir, exist_ok=True)
-    builders.hide_gpus_from_tensorflow()  # before TF touches any device
 
     ds = _resolve_dataset(config, workdir)
     max_sentences = int(_get(config, "tokenizer_max_sentences", 100_000))
