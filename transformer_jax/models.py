@@ -12,6 +12,7 @@ Parameters are float32; activations use `config.dtype`; logits are returned as f
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -493,8 +494,15 @@ def init_params(config: ModelConfig, rng: jax.Array, *, heads: bool = True) -> d
     lm_head; a tied token table is part of the backbone, as in HF's *Model classes).
 
     Pure: under `jax.eval_shape(lambda r: init_params(config, r), rng)` it allocates nothing,
-    which is how full-size presets are counted and checked.
+    which is how full-size presets are counted and checked. Compiled as one program (jit,
+    cached per config): run eagerly, flax's init would dispatch (and compile) every operation
+    of the forward pass on its own, which takes seconds even for a tiny model.
     """
+    return _init_params(config, rng, heads)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def _init_params(config: ModelConfig, rng: jax.Array, heads: bool) -> dict[str, Any]:
     model = build(config)
     length = min(8, config.max_len)
     tokens = jnp.ones((1, length), jnp.int32)  # [B, T]
