@@ -180,6 +180,7 @@ def test_non_positive_sizes_name_the_field(field, value):
         (dict(output={"scale": 0}), "output.scale"),
         (dict(heads={"num_labels": -1}), "heads.num_labels"),
         (dict(init_std=0.0), "init_std"),
+        (dict(norm={"parallel_norms": 2}), "norm.parallel_norms"),  # two norms, no parallel
     ],
 )
 def test_other_invalid_values_name_the_field(overrides, field):
@@ -228,6 +229,14 @@ def test_parallel_residual_is_rejected_for_encoder_decoder():
     assert make(norm=parallel).norm.parallel_norms == 2
     with pytest.raises(ValueError, match=r"ModelConfig.norm.residual='parallel'"):
         make(arch="encoder_decoder", norm=parallel)
+
+
+def test_rotary_and_learned_positions_do_not_combine():
+    # Positions are ONE variant: a learned table's field on a rotary scheme is named and refused.
+    with pytest.raises(ValueError, match=r"Unknown positions \(rotary\) fields \['offset'\]"):
+        make().replace(positions={"kind": "rotary", "offset": 2})
+    with pytest.raises(ValueError, match=r"positions=\(RotaryPositions.*must be one of"):
+        make(positions=(RotaryPositions(), LearnedPositions()))
 
 
 def test_rotary_dim_must_fit_the_head():
