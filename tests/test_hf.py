@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from functools import partial
 
@@ -16,11 +17,20 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from transformer_jax import hf, models
-from transformer_jax.families import bert, gpt2
+from transformer_jax.families import bert, codegen, falcon, gpt2, llama, mistral, starcoder
 from transformer_jax.sampling import generate
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "hf_fixtures")
-NAMES = ("gpt2", "bert_mlm", "bert_pretraining", "bert_model", "bart")
+# The decoder families of issue 9 (tests/hf_fixtures/make_fixtures.py CAUSAL): fixture -> class.
+CAUSAL = {
+    "llama": "LlamaForCausalLM",
+    "mistral": "MistralForCausalLM",
+    "falcon": "FalconForCausalLM",
+    "falcon_new": "FalconForCausalLM",
+    "codegen": "CodeGenForCausalLM",
+    "gpt_bigcode": "GPTBigCodeForCausalLM",
+}
+NAMES = ("gpt2", "bert_mlm", "bert_pretraining", "bert_model", "bart", *CAUSAL)
 TOL = 1e-5
 
 
@@ -54,7 +64,7 @@ def _outputs(name, config, params, ref):
     """Our outputs under HF's names, and the [B, T] mask of real positions."""
     run = partial(_apply, params, config=config)
     mask = ref["attention_mask"].astype(bool)
-    if name == "gpt2":
+    if name == "gpt2" or name in CAUSAL:
         return {"logits": run(ref["input_ids"], method=None)}, mask
     if name == "bart":
         logits = run(ref["input_ids"], ref["decoder_input_ids"], method=None)
@@ -95,6 +105,22 @@ def test_loaded_configs(loaded):
     assert loaded["bert_mlm"][0].heads.num_labels == 0 and not loaded["bert_mlm"][0].heads.pooler
     assert loaded["bert_pretraining"][0].heads.num_labels == 2
     assert loaded["bert_pretraining"][0].norm.eps == 1e-12
+    # The switches each decoder fixture turns on (make_fixtures.py CAUSAL).
+    lla, mis, fal, new, cg, sc = (loaded[n][0] for n in CAUSAL)
+    assert (lla.kv_heads, lla.attention.qkv_bias, lla.positions.theta, lla.output.tie) == (
+        2, True, 500.0, False
+    )  # fmt: skip
+    assert (mis.attention.pattern, mis.attention.window, mis.head_dim, mis.kv_heads) == (
+        ("local",), 4, 8, 1
+    )  # fmt: skip
+    assert (fal.kv_heads, fal.norm.parallel_norms, fal.attention.qkv_bias) == (1, 1, False)
+    assert (new.kv_heads, new.norm.parallel_norms, new.attention.qkv_bias) == (2, 2, True)
+    assert (cg.positions.rotary_dim, cg.positions.layout, cg.output.bias) == (
+        4,
+        "interleaved",
+        True,
+    )
+    assert (sc.kv_heads, sc.positions.kind, sc.output.tie) == (1, "learned", True)
 
 
 def test_backbone_has_no_lm_head(loaded):
@@ -114,12 +140,21 @@ def _compare_generated(ours, our_lengths, theirs, eos):
         np.testing.assert_array_equal(mine[:n], hf_row[:n], err_msg=f"row {row}")
 
 
-def test_greedy_generation_matches_hf_gpt2(loaded):
-    config, params, ref = loaded["gpt2"]
+@pytest.mark.parametrize("name", ["gpt2", *CAUSAL])
+def test_greedy_generation_matches_hf_decoders(loaded, name):
+    """Cached greedy decoding equals HF's generate; the decoder families' prompts are ragged
+    (5 and 7 tokens, each generated alone by HF) and Mistral's 15 tokens exceed its window."""
+    config, params, ref = loaded[name]
     eos = int(ref["gen_eos_id"])
     width = ref["gen_tokens"].shape[1]
     tokens, lengths = generate(
-        config, params, ref["gen_prompts"], max_new_tokens=width, temperature=0.0, eos_id=eos
+        config,
+        params,
+        ref["gen_prompts"],
+        lengths=ref.get("gen_lengths"),
+        max_new_tokens=width,
+        temperature=0.0,
+        eos_id=eos,
     )
     _compare_generated(tokens, lengths, ref["gen_tokens"], eos)
 
@@ -145,7 +180,7 @@ def test_greedy_generation_matches_hf_bart(loaded):
 
 @pytest.mark.parametrize(
     ("name", "architecture"),
-    [("gpt2", "GPT2LMHeadModel"), ("bert_model", "BertModel"), ("bart", None)],
+    [("gpt2", "GPT2LMHeadModel"), ("bert_model", "BertModel"), ("bart", None), *CAUSAL.items()],
 )
 def test_save_then_load_is_bitwise(loaded, tmp_path, name, architecture):
     config, params, _ = loaded[name]
@@ -284,8 +319,8 @@ def test_missing_directory_and_config(tmp_path):
 
 def test_unknown_model_type(tmp_path):
     d = _copy(tmp_path)
-    _edit_config(d, model_type="llama")
-    expected = r"model_type='llama' is not supported.*'bart', 'bert', 'gpt2'"
+    _edit_config(d, model_type="xglm")
+    expected = r"model_type='xglm' is not supported.*'bart', 'bert', 'codegen', 'falcon', 'gpt2'"
     with pytest.raises(ValueError, match=expected):
         hf.load(str(d))
 
@@ -423,3 +458,43 @@ def test_bert_legacy_norm_names(tmp_path, loaded):
     _edit_tensors(d, edit)
     _, params = hf.load(str(d))
     assert jax.tree.all(jax.tree.map(np.array_equal, params, loaded["bert_pretraining"][1]))
+
+
+@pytest.mark.parametrize(
+    ("name", "family", "changes", "message"),
+    [
+        ("llama", llama, {"rope_parameters": {"rope_type": "linear", "factor": 2.0}},
+         "rope_parameters.rope_type='linear'"),
+        ("llama", llama, {"rope_scaling": {"type": "dynamic", "factor": 2.0}},
+         "rope_scaling.rope_type='dynamic'"),
+        ("llama", llama, {"rope_parameters": {"rope_type": "default", "rope_theta": 1e4,
+                                              "partial_rotary_factor": 0.5}},
+         "rope_parameters.partial_rotary_factor=0.5"),
+        ("llama", llama, {"pretraining_tp": 2}, "pretraining_tp=2"),
+        ("llama", llama, {"hidden_act": "gelu_fast"}, "hidden_act='gelu_fast'"),
+        ("mistral", mistral, {"sliding_window": 0}, "sliding_window=0"),
+        ("mistral", mistral, {"layer_types": ["sliding_attention"] * 2}, "layer_types="),
+        ("falcon", falcon, {"alibi": True}, "alibi=True"),
+        ("falcon", falcon, {"parallel_attn": False}, "parallel_attn=False"),
+        ("falcon", falcon, {"multi_query": False}, "multi_query=False"),
+        ("falcon_new", falcon, {"num_ln_in_parallel_attn": 3}, "num_ln_in_parallel_attn=3"),
+        ("codegen", codegen, {"rotary_dim": None}, "rotary_dim=None"),
+        ("codegen", codegen, {"n_head": 6, "n_embd": 36}, "n_head=6"),
+        ("codegen", codegen, {"tie_word_embeddings": True}, "tie_word_embeddings=True"),
+        ("gpt_bigcode", starcoder, {"multi_query": False}, "multi_query=False"),
+        ("gpt_bigcode", starcoder, {"add_cross_attention": True}, "add_cross_attention=True"),
+    ],
+)  # fmt: skip
+def test_unsupported_decoder_config_fields(name, family, changes, message):
+    """What the decoder families do not implement is refused, naming the field and value."""
+    config = json.loads(open(os.path.join(fixture_dir(name), "config.json")).read())
+    with pytest.raises(ValueError, match=re.escape(message)):
+        family.from_hf_config({**config, **changes})
+
+
+def test_llama_reads_transformers_4_rope_theta():
+    """Configs written by transformers 4.x: `rope_theta` at the top, `rope_scaling: null`."""
+    config = json.loads(open(os.path.join(fixture_dir("llama"), "config.json")).read())
+    del config["rope_parameters"]
+    config.update(rope_theta=250.0, rope_scaling=None)
+    assert llama.from_hf_config(config).positions.theta == 250.0
