@@ -498,3 +498,20 @@ def test_llama_reads_transformers_4_rope_theta():
     del config["rope_parameters"]
     config.update(rope_theta=250.0, rope_scaling=None)
     assert llama.from_hf_config(config).positions.theta == 250.0
+
+
+@pytest.mark.parametrize(
+    ("preset", "model_type"),
+    [("llama-tiny", "llama"), ("mistral-tiny", "mistral"), ("falcon-tiny", "falcon"),
+     ("codegen-tiny", "codegen"), ("starcoder-tiny", "gpt_bigcode")],
+)  # fmt: skip
+def test_decoder_presets_save_as_their_hf_class(tmp_path, preset, model_type):
+    from transformer_jax import presets
+
+    config = presets.get(preset)
+    params = _random_params(config)
+    hf.save(config, params, str(tmp_path))
+    assert json.loads((tmp_path / "config.json").read_text())["model_type"] == model_type
+    config2, params2 = hf.load(str(tmp_path))
+    assert config2 == config
+    assert jax.tree.all(jax.tree.map(np.array_equal, params, params2))
