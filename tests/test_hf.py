@@ -515,3 +515,73 @@ def test_decoder_presets_save_as_their_hf_class(tmp_path, preset, model_type):
     config2, params2 = hf.load(str(tmp_path))
     assert config2 == config
     assert jax.tree.all(jax.tree.map(np.array_equal, params, params2))
+
+
+# The config.json files published with the preset models (Hugging Face Hub, as of 2024).
+PUBLISHED = {
+    "llama-2-7b": {  # meta-llama/Llama-2-7b-hf
+        "architectures": ["LlamaForCausalLM"], "bos_token_id": 1, "eos_token_id": 2,
+        "hidden_act": "silu", "hidden_size": 4096, "initializer_range": 0.02,
+        "intermediate_size": 11008, "max_position_embeddings": 4096, "model_type": "llama",
+        "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 32,
+        "pretraining_tp": 1, "rms_norm_eps": 1e-05, "rope_scaling": None,
+        "tie_word_embeddings": False, "torch_dtype": "float16",
+        "transformers_version": "4.31.0.dev0", "use_cache": True, "vocab_size": 32000,
+    },
+    "mistral-7b": {  # mistralai/Mistral-7B-v0.1
+        "architectures": ["MistralForCausalLM"], "bos_token_id": 1, "eos_token_id": 2,
+        "hidden_act": "silu", "hidden_size": 4096, "initializer_range": 0.02,
+        "intermediate_size": 14336, "max_position_embeddings": 32768, "model_type": "mistral",
+        "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 8,
+        "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "sliding_window": 4096,
+        "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+        "transformers_version": "4.34.0.dev0", "use_cache": True, "vocab_size": 32000,
+    },
+    "falcon-7b": {  # tiiuae/falcon-7b
+        "alibi": False, "apply_residual_connection_post_layernorm": False,
+        "architectures": ["FalconForCausalLM"], "attention_dropout": 0.0,
+        "auto_map": {"AutoConfig": "configuration_falcon.FalconConfig"}, "bias": False,
+        "bos_token_id": 11, "eos_token_id": 11, "hidden_dropout": 0.0, "hidden_size": 4544,
+        "initializer_range": 0.02, "layer_norm_epsilon": 1e-05, "model_type": "falcon",
+        "multi_query": True, "new_decoder_architecture": False, "num_attention_heads": 71,
+        "num_hidden_layers": 32, "parallel_attn": True, "torch_dtype": "bfloat16",
+        "transformers_version": "4.27.4", "use_cache": True, "vocab_size": 65024,
+    },
+    "codegen-350m-mono": {  # Salesforce/codegen-350M-mono
+        "activation_function": "gelu_new", "architectures": ["CodeGenForCausalLM"],
+        "attn_pdrop": 0.0, "bos_token_id": 1, "embd_pdrop": 0.0, "eos_token_id": 50256,
+        "gradient_checkpointing": False, "initializer_range": 0.02, "layer_norm_epsilon": 1e-05,
+        "model_type": "codegen", "n_ctx": 2048, "n_embd": 1024, "n_head": 16, "n_inner": None,
+        "n_layer": 20, "n_positions": 2048, "resid_pdrop": 0.0, "rotary_dim": 32,
+        "scale_attn_weights": True, "summary_activation": None, "summary_first_dropout": 0.1,
+        "summary_proj_to_labels": True, "summary_type": "cls_index", "summary_use_proj": True,
+        "tie_word_embeddings": False, "tokenizer_class": "GPT2Tokenizer",
+        "torch_dtype": "float16", "transformers_version": "4.21.0.dev0", "use_cache": True,
+        "vocab_size": 51200,
+    },
+    "starcoderbase-1b": {  # bigcode/starcoderbase-1b
+        "activation_function": "gelu_pytorch_tanh", "architectures": ["GPTBigCodeForCausalLM"],
+        "attention_softmax_in_fp32": True, "attn_pdrop": 0.1, "bos_token_id": 0,
+        "embd_pdrop": 0.1, "eos_token_id": 0, "inference_runner": 0, "initializer_range": 0.02,
+        "layer_norm_epsilon": 1e-05, "max_batch_size": None, "max_sequence_length": None,
+        "model_type": "gpt_bigcode", "multi_query": True, "n_embd": 2048, "n_head": 16,
+        "n_inner": 8192, "n_layer": 24, "n_positions": 8192, "pad_key_length": True,
+        "pre_allocate_kv_cache": False, "resid_pdrop": 0.1,
+        "scale_attention_softmax_in_fp32": True, "scale_attn_weights": True,
+        "torch_dtype": "float32", "transformers_version": "4.28.1", "use_cache": True,
+        "validate_runner_input": True, "vocab_size": 49152,
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("preset", sorted(PUBLISHED))
+def test_published_configs_read_as_the_presets(preset):
+    """Each preset is exactly what the loader reads from its model's published config.json
+    (and its config.json reads back as the preset)."""
+    from transformer_jax import presets
+    from transformer_jax.hf.api import family_of
+
+    family = family_of(PUBLISHED[preset], preset)
+    config = presets.get(preset)
+    assert family.from_hf_config(PUBLISHED[preset]) == config
+    assert family.from_hf_config(family.to_hf_config(config)) == config

@@ -83,7 +83,10 @@ def from_hf_config(hf: dict) -> ModelConfig:
             "initializer_range",
         },
         required={"tie_word_embeddings": (False,), "is_decoder": (False, True)},
-        ignored={"n_ctx", "embd_pdrop"},  # n_ctx: unused by the model
+        # n_ctx and scale_attn_weights: read by no CodeGen code (it always scales by
+        # 1/sqrt(head_dim)); summary_*: heads of other classes.
+        ignored={"n_ctx", "embd_pdrop", "scale_attn_weights", "summary_type", "summary_use_proj",
+                 "summary_activation", "summary_proj_to_labels", "summary_first_dropout"},
     )  # fmt: skip
     d, heads = hf.get("n_embd", 4096), hf.get("n_head", 16)
     rotary_dim = hf.get("rotary_dim", 64)

@@ -90,12 +90,18 @@ def from_hf_config(hf: dict) -> ModelConfig:
             "num_kv_heads", "new_decoder_architecture", "multi_query", "parallel_attn", "bias",
             "layer_norm_epsilon", "initializer_range", "hidden_dropout", "attention_dropout",
             "max_position_embeddings", "ffn_hidden_size", "activation", "tie_word_embeddings",
-            "num_ln_in_parallel_attn", *ROPE_FIELDS,
+            "num_ln_in_parallel_attn", "n_layer", "n_head", *ROPE_FIELDS,
         },
-        required={"alibi": (False,), "parallel_attn": (True,), "is_decoder": (False, True)},
+        required={
+            "alibi": (False,),
+            "parallel_attn": (True,),
+            "apply_residual_connection_post_layernorm": (False,),  # older configs
+            "is_decoder": (False, True),
+        },
+        ignored={"auto_map"},  # trust_remote_code's class map: HF's own class is the reference
     )  # fmt: skip
-    d = hf.get("hidden_size", hf.get("n_embed", 4544))
-    heads = hf.get("num_attention_heads", 71)
+    d = hf.get("hidden_size", hf.get("n_embed", 4544))  # older names: n_embed, n_layer, n_head
+    heads = hf.get("num_attention_heads", hf.get("n_head", 71))
     new = bool(hf.get("new_decoder_architecture", False))
     norms = hf.get("num_ln_in_parallel_attn")
     if new:
@@ -123,7 +129,7 @@ def from_hf_config(hf: dict) -> ModelConfig:
         arch="decoder",
         vocab_size=hf.get("vocab_size", 65024),
         d_model=d,
-        num_layers=hf.get("num_hidden_layers", 32),
+        num_layers=hf.get("num_hidden_layers", hf.get("n_layer", 32)),
         max_len=hf.get("max_position_embeddings", 2048),
         attention=AttentionConfig(
             num_heads=heads,

@@ -36,19 +36,21 @@ def starcoder(
         d_model=d_model,
         num_layers=num_layers,
         max_len=max_len,
-        attention=AttentionConfig(num_heads=num_heads, num_kv_heads=1, dropout_rate=0.0),
+        attention=AttentionConfig(num_heads=num_heads, num_kv_heads=1, dropout_rate=0.1),
         ffn=FeedForwardConfig(d_ff=4 * d_model, activation="gelu_tanh"),
         positions=LearnedPositions(),
         norm=NormConfig(residual="pre", final=True),
         output=OutputConfig(tie=True),
-        dropout_rate=0.0,
+        dropout_rate=0.1,  # as published (attn_pdrop, resid_pdrop)
         pad_id=None,
     )
 
 
 PRESETS: dict[str, ModelConfig] = {
     "starcoderbase-1b": starcoder(2048, 24, 16),
-    "starcoder-tiny": starcoder(64, 2, 4).override(TINY),
+    "starcoder-tiny": starcoder(64, 2, 4).override(
+        {**TINY, "dropout_rate": 0.0, "attention.dropout_rate": 0.0}
+    ),
 }
 
 
@@ -89,8 +91,13 @@ def from_hf_config(hf: dict) -> ModelConfig:
             "is_decoder": (False, True),
         },
         # Softmax precision switches: every computation here is float32 already.
+        # bigcode's Megatron inference-runner settings (inference_runner, ...) and summary_*
+        # heads of other classes: read by no GPTBigCodeForCausalLM code.
         ignored={"embd_pdrop", "attention_softmax_in_fp32", "scale_attention_softmax_in_fp32",
-                 "n_ctx"},  # fmt: skip
+                 "n_ctx", "inference_runner", "max_batch_size", "max_sequence_length",
+                 "pad_key_length", "pre_allocate_kv_cache", "validate_runner_input",
+                 "summary_type", "summary_use_proj", "summary_activation",
+                 "summary_proj_to_labels", "summary_first_dropout"},  # fmt: skip
     )  # fmt: skip
     if hf.get("num_key_value_heads", 1) != 1:
         raise ValueError(
