@@ -1,9 +1,17 @@
-"""Sample from a trained workdir: `python sample.py --workdir DIR --prompt TEXT [options]`.
+"""Sample from a trained workdir or a Hugging Face checkpoint directory:
 
-Loads the model config, the tokenizer and the latest finalized checkpoint from the workdir.
-  * decoder-only: continues the prompt (BOS + prompt);
-  * encoder-decoder: the prompt is the source text (source + EOS); prints the target;
-  * encoder-only: fills every [MASK] in the prompt and prints the top candidates.
+    python sample.py --workdir DIR --prompt TEXT [options]
+    python sample.py --hf_dir DIR --prompt TEXT [options]   # config.json + safetensors + tokenizer
+
+Loads the model config, the tokenizer and the latest finalized checkpoint from the workdir
+(or the checkpoint with its own tokenizer from --hf_dir). Inputs are framed as in training
+(transformer_jax/text_tokenizer.py):
+  * decoder-only: continues the prompt (the decoder start, e.g. our BOS, + prompt);
+  * encoder-decoder: the prompt is the source text (source + EOS, with BOS first where the
+    tokenizer adds one, as BART's does); the decoder starts with the config's decoder start
+    token; prints the target;
+  * encoder-only: fills every [MASK] (or the tokenizer's own mask token, e.g. <mask>) in the
+    prompt and prints the top candidates.
 --prompt_file FILE takes one prompt per line and runs them as one batch. --beam_size > 1
 uses beam search (deterministic; --num_samples is then ignored).
 """
@@ -11,6 +19,7 @@ uses beam search (deterministic; --num_samples is then ignored).
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -20,6 +29,7 @@ from absl import app, flags  # noqa: E402
 FLAGS = flags.FLAGS
 MASK_TEXT = "[MASK]"
 flags.DEFINE_string("workdir", None, "A workdir written by train.py.")
+flags.DEFINE_string("hf_dir", None, "A Hugging Face checkpoint directory (instead of --workdir).")
 flags.DEFINE_string("prompt", None, "Prompt (decoder-only), source text (encoder-decoder) or "
                     "text with [MASK] tokens (encoder-only).")  # fmt: skip
 flags.DEFINE_string("prompt_file", None, "A file with one prompt per line (run as a batch).")
@@ -33,7 +43,6 @@ flags.DEFINE_float("length_penalty", 0.6, "Beam search length penalty alpha.")
 flags.DEFINE_integer("num_samples", 1, "Samples per prompt.")
 flags.DEFINE_integer("seed", 0, "Sampling seed.")
 flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest finalized one).")
-flags.mark_flag_as_required("workdir")
 
 
 def read_prompts(prompt: str | None, prompt_file: str | None) -> list[str]:
@@ -49,10 +58,15 @@ def read_prompts(prompt: str | None, prompt_file: str | None) -> list[str]:
 
 
 def encode_with_masks(tokenizer, text: str) -> list[int]:
-    """Token ids of `text` with each literal "[MASK]" replaced by the mask id (the tokenizer
-    itself never turns text into the mask id: it is a control symbol)."""
+    """Token ids of `text` with each literal "[MASK]" (or the tokenizer's own mask token, e.g.
+    BART's "<mask>") replaced by the mask id (our tokenizer never turns text into the mask id:
+    it is a control symbol)."""
+    if tokenizer.mask_id is None:
+        raise ValueError("Fill-mask needs a mask token, but this tokenizer has no mask_id.")
+    spellings = {MASK_TEXT, tokenizer.id_to_piece(tokenizer.mask_id)}
+    pattern = "|".join(re.escape(s) for s in sorted(spellings, key=len, reverse=True))
     ids: list[int] = []
-    for i, part in enumerate(text.split(MASK_TEXT)):
+    for i, part in enumerate(re.split(pattern, text)):
         if i:
             ids.append(tokenizer.mask_id)
         ids.extend(tokenizer.encode(part))
@@ -61,17 +75,43 @@ def encode_with_masks(tokenizer, text: str) -> list[int]:
 
 def run(workdir: str, prompts: list[str], **options) -> list[str]:
     """Returns the lines to print (one block per prompt and sample)."""
-    from transformer_jax import data, models, sampling
     from transformer_jax.train import workdir as wd
 
     model_cfg, params, step = wd.load_params(workdir, options.get("step"))
-    tokenizer = data.Tokenizer.load(os.path.join(workdir, wd.TOKENIZER_FILE))
+    tokenizer = wd.load_tokenizer(workdir)  # ours, or the checkpoint's own (init_from runs)
+    title = f"# {workdir} (step {step}, {model_cfg.arch})"
+    return run_model(model_cfg, params, tokenizer, title, prompts, **options)
+
+
+def run_hf(hf_dir: str, prompts: list[str], **options) -> list[str]:
+    """`run` for a Hugging Face checkpoint directory, with its own tokenizer."""
+    import jax
+
+    from transformer_jax import hf
+
+    if options.get("step") is not None:
+        raise ValueError("--step applies to --workdir checkpoints, not to --hf_dir.")
+    model_cfg, params = hf.load(hf_dir)
+    tokenizer = hf.load_tokenizer(hf_dir)
+    title = f"# {hf_dir} (Hugging Face checkpoint, {model_cfg.arch})"
+    return run_model(model_cfg, jax.device_put(params), tokenizer, title, prompts, **options)
+
+
+def run_model(model_cfg, params, tokenizer, title: str, prompts: list[str], **options):
+    """The lines to print for `prompts`, given a model and any TextTokenizer."""
+    from transformer_jax import models, sampling
+    from transformer_jax.text_tokenizer import frame_prompt
+
+    if tokenizer.vocab_size > model_cfg.vocab_size:
+        raise ValueError(
+            f"The tokenizer has {tokenizer.vocab_size} ids but the model only "
+            f"{model_cfg.vocab_size}: they do not belong together."
+        )
     model = models.build(model_cfg)
-    lines = [f"# {workdir} (step {step}, {model_cfg.arch})"]
+    lines = [title]
     if model_cfg.arch == "encoder":
         # As in training rows: [CLS] text [SEP]; reported positions count from the text.
-        ids = [[tokenizer.cls_id, *encode_with_masks(tokenizer, p), tokenizer.sep_id]
-               for p in prompts]  # fmt: skip
+        ids = [frame_prompt(tokenizer, encode_with_masks(tokenizer, p), "encoder") for p in prompts]
         top_k = options.get("top_k") or 5
         results = sampling.fill_mask(
             model, params, ids, tokenizer.mask_id, top_k, vocab_limit=tokenizer.vocab_size
@@ -88,13 +128,14 @@ def run(workdir: str, prompts: list[str], **options) -> list[str]:
                 lines.append(f"  position {m.position - 1}: {cands}")
         return lines
 
-    ids = [tokenizer.encode(p) for p in prompts]
-    if model_cfg.arch == "encoder_decoder":
-        ids = [row + [tokenizer.eos_id] for row in ids]
+    ids = [frame_prompt(tokenizer, tokenizer.encode(p), model_cfg.arch) for p in prompts]
+    start = tokenizer.decoder_start_id
+    if start is None and model_cfg.arch == "encoder_decoder":
+        start = tokenizer.bos_id
     common = dict(
         max_new_tokens=options["max_new_tokens"],
         eos_id=tokenizer.eos_id,
-        bos_id=tokenizer.bos_id,
+        bos_id=start,
         vocab_limit=tokenizer.vocab_size,
     )
     beam = options.get("beam_size", 1)
@@ -128,9 +169,12 @@ def run(workdir: str, prompts: list[str], **options) -> list[str]:
 def main(argv: list[str]) -> int:
     del argv
     try:
+        if (FLAGS.workdir is None) == (FLAGS.hf_dir is None):
+            raise ValueError("Give exactly one of --workdir or --hf_dir.")
         prompts = read_prompts(FLAGS.prompt, FLAGS.prompt_file)
-        lines = run(
-            FLAGS.workdir,
+        source, runner = (FLAGS.workdir, run) if FLAGS.workdir else (FLAGS.hf_dir, run_hf)
+        lines = runner(
+            source,
             prompts,
             max_new_tokens=FLAGS.max_new_tokens,
             temperature=FLAGS.temperature,

@@ -151,3 +151,26 @@ def test_catalog_text_keys():
     assert (rev.source_key, rev.target_key) == ("en", "de")
     with pytest.raises(ValueError, match="no known text features"):
         builders.catalog_spec("mnist")
+
+
+def test_fingerprint_equals_the_one_made_with_tf_gfile_stat(tmp_path):
+    """Local files are fingerprinted without TensorFlow; the value must be the one that
+    `tf.io.gfile.stat` (size, mtime in whole seconds as ns) gave, so existing builds and token
+    caches stay valid."""
+    import hashlib
+
+    import tensorflow as tf
+
+    paths = []
+    for i in range(3):
+        path = tmp_path / f"f{i}.txt"
+        path.write_text("x" * (10 + i))
+        os.utime(path, ns=(1_700_000_000_123_456_789 + i, 1_700_000_000_987_654_321 + i))
+        paths.append(str(path))
+    groups = {"train": paths[:2], "validation": paths[2:]}
+    h = hashlib.sha256(b"extra")
+    for group in sorted(groups):
+        for path in sorted(groups[group]):
+            stat = tf.io.gfile.stat(path)
+            h.update(f"{group}\0{path}\0{stat.length}\0{stat.mtime_nsec}\n".encode())
+    assert builders.fingerprint(groups, "extra") == h.hexdigest()[:16]

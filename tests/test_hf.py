@@ -97,11 +97,11 @@ def test_loaded_configs(loaded):
         "decoder", None, "gelu_tanh", "pre"
     )  # fmt: skip
     assert (gpt.vocab_size, gpt.d_model, gpt.num_heads, gpt.ffn.d_ff, gpt.max_len) == (
-        99, 24, 3, 40, 37
+        300, 24, 3, 40, 37
     )  # fmt: skip
     bart, params, _ = loaded["bart"]
     assert bart.output.bias and bart.positions.offset == 2 and bart.decoder_layers == 3
-    assert params["logits_bias"].shape == (99,) and params["logits_bias"].dtype == np.float32
+    assert params["logits_bias"].shape == (301,) and params["logits_bias"].dtype == np.float32
     assert loaded["bert_mlm"][0].heads.num_labels == 0 and not loaded["bert_mlm"][0].heads.pooler
     assert loaded["bert_pretraining"][0].heads.num_labels == 2
     assert loaded["bert_pretraining"][0].norm.eps == 1e-12
@@ -278,7 +278,7 @@ def test_leftover_tensor(tmp_path):
 
 def test_tied_copy_must_match(tmp_path):
     d = _copy(tmp_path)
-    _edit_tensors(d, lambda t: t.update({"lm_head.weight": np.zeros((99, 24), "f4")}))
+    _edit_tensors(d, lambda t: t.update({"lm_head.weight": np.zeros((300, 24), "f4")}))
     with pytest.raises(ValueError, match=r"'lm_head\.weight' should be a tied copy"):
         hf.load(str(d))
 
@@ -427,7 +427,7 @@ def test_untied_gpt2_round_trip(tmp_path):
     hf_config = json.loads(open(os.path.join(fixture_dir("gpt2"), "config.json")).read())
     config = gpt2.from_hf_config({**hf_config, "tie_word_embeddings": False})
     params = _random_params(config)
-    assert params["lm_head"]["kernel"].shape == (24, 99)
+    assert params["lm_head"]["kernel"].shape == (24, 300)
     hf.save(config, params, str(tmp_path))
     config2, params2 = hf.load(str(tmp_path))
     assert config2 == config

@@ -13,6 +13,8 @@ import _robustness_util as U
 import jax
 import numpy as np
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.util.tensor_util import make_ndarray
 
 from transformer_jax.train import default_config, train_and_evaluate
 from transformer_jax.train import workdir as wd
@@ -79,6 +81,16 @@ def test_translation_run_learns_and_fills_the_workdir(tmp_path):
     assert all(np.isfinite(r["tokens_per_second"]) and r["mfu"] > 0 for r in trains[1:])
     for name in ("config.json", "model_config.json", "tokenizer.model", "tensorboard"):
         assert os.path.exists(os.path.join(workdir, name)), name
+    # TensorBoard's own reader sees every scalar of metrics.jsonl (written without TF).
+    events = EventAccumulator(os.path.join(workdir, "tensorboard"), size_guidance={"tensors": 0})
+    events.Reload()
+    for split, rows in (("train", trains), ("eval", evals)):
+        for key in ("loss", "accuracy"):
+            logged = {e.step: float(make_ndarray(e.tensor_proto)) for e in events.Tensors(
+                f"{split}/{key}")}  # fmt: skip
+            assert logged == {r["step"]: pytest.approx(r[key], rel=1e-6) for r in rows}, key
+    plugin = events.SummaryMetadata("train/loss").plugin_data.plugin_name
+    assert plugin == "scalars"  # shown in TensorBoard's scalar dashboard
     model_cfg, params, step = wd.load_params(workdir)
     assert step == 120 and model_cfg.arch == "encoder_decoder"
     # A second call in the same workdir resumes at the end and only re-evaluates.
@@ -104,6 +116,10 @@ def _train_cmd(workdir, data_files, batch, steps, extra=()):
         f"--config.eval_every_steps={steps}", f"--config.checkpoint_every_steps={steps}",
         "--config.model_overrides.dropout_rate=0.0", "--config.progress_bar=False",
         "--config.num_eval_batches=2", "--config.async_checkpoints=False",
+        "--config.peak_flops=1e12",  # skips the start-up matmul measurement (seconds on CPU)
+        # The robustness tests' tiny model (_robustness_util.config_fields): cheap to compile.
+        "--config.model_overrides.d_model=64", "--config.model_overrides.num_heads=4",
+        "--config.model_overrides.d_ff=128", "--config.model_overrides.num_layers=2",
         *extra,
     ]  # fmt: skip
 
@@ -113,31 +129,31 @@ def _losses(workdir):
     return {r["step"]: r["loss"] for r in records if r["split"] == "train"}
 
 
+@pytest.fixture(scope="module")
+def ref(tmp_path_factory):
+    return U.reference(tmp_path_factory)
+
+
 @pytest.mark.slow
 @pytest.mark.serial  # binds a port; two processes exchange collectives
-def test_two_processes_train_like_one(tmp_path):
-    rng = random.Random(0)
-    vocab = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 7)))
-             for _ in range(400)]  # fmt: skip
-    text = (tmp_path / "train.txt", tmp_path / "eval.txt")
-    for path, lines in zip(text, (300, 30), strict=True):
-        path.write_text(
-            "\n".join(" ".join(rng.choice(vocab) for _ in range(12)) for _ in range(lines)) + "\n"
-        )
+def test_two_processes_train_like_one(ref):
+    # Both runs start from copies of the reference workdir: its corpus, tokenizer and token
+    # cache (the data is prepared once per test run; the point here is the collectives).
     env = dict(os.environ, XLA_FLAGS=U.xla_flags(1), JAX_PLATFORMS="cpu")
-    single = tmp_path / "single"
+    single = ref.new_workdir("single")
     out = subprocess.run(
-        _train_cmd(single, text, 8, 4), env=env, capture_output=True, text=True, timeout=400
+        _train_cmd(single, ref.corpus, 8, 4), env=env, capture_output=True, text=True, timeout=400
     )
     assert out.returncode == 0, out.stderr[-3000:]
+    assert "Tokenizing and packing" not in out.stderr  # the copied token cache was used
 
-    multi = tmp_path / "multi"
+    multi = ref.new_workdir("multi")
     port = _free_port()
     procs = [
         subprocess.Popen(
             _train_cmd(
                 multi,
-                text,
+                ref.corpus,
                 4,
                 4,
                 [

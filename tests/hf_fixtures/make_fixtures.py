@@ -4,22 +4,33 @@
     /path/to/reference-venv/bin/python tests/hf_fixtures/make_fixtures.py
 
 For each class a small, seeded random model with EVERY tensor randomised (weights, biases,
-norm scales, BART's final_logits_bias) and distinct sizes on every axis (vocab 99, width 24,
-3 heads of 8, FFN 40, positions 37, layers 2 / decoder 3) is saved with `save_pretrained`
-(safetensors) into tests/hf_fixtures/<name>/, with `reference.npz`: padded inputs, HF's float32
-outputs and, for the generators, HF's greedy tokens.
+norm scales, BART's final_logits_bias) and distinct sizes on every axis (vocab 300 / 301 / 99,
+width 24, 3 heads of 8, FFN 40, positions 37, layers 2 / decoder 3) is saved with
+`save_pretrained` (safetensors) into tests/hf_fixtures/<name>/, with `reference.npz`: padded
+inputs, HF's float32 outputs and, for the generators, HF's greedy tokens.
 
-Then each fixture is loaded with `transformer_jax.hf.load`, written back with `hf.save` (in the
-project's own environment, $TJ_PYTHON or .venv/bin/python, which has JAX), and that directory
-is loaded by transformers again: its outputs must equal the stored ones and no tensor may be
-missing or unexpected. `--check-only` runs only that check; `--no-check` skips it;
-`--only a,b` limits both to the named fixtures (the decoder families of issue 9: llama,
-mistral, falcon, falcon_new, codegen, gpt_bigcode; see CAUSAL).
+Tokenizers, trained here on a small fixed corpus and saved with transformers' own classes:
+byte-level BPE for gpt2/ (GPT2TokenizerFast, <|endoftext|> last) and bart/ (BartTokenizerFast,
+<mask> added last), WordPiece for bert_mlm/ (BertTokenizerFast), and a LLaMA-style
+sentencepiece `tokenizer.model` (byte fallback) in spm/. Each such directory gets
+`tokenizer_reference.json`: texts, transformers' ids without and with special tokens, its
+decoded texts and special ids (needs the `sentencepiece` and `protobuf` packages too).
+
+Then each fixture is loaded with `transformer_jax.hf.load` (and `hf.load_tokenizer`), written
+back with `hf.save(..., tokenizer=...)` (in the project's own environment, $TJ_PYTHON or
+.venv/bin/python, which has JAX), and that directory is loaded by transformers again: its
+outputs and encodings must equal the stored ones and no tensor may be missing or unexpected.
+`--check-only` runs only that check; `--no-check` skips it; `--only a,b` limits both to the
+named fixtures (the decoder families of issue 9: llama, mistral, falcon, falcon_new, codegen,
+gpt_bigcode; see CAUSAL; "spm" for the sentencepiece tokenizer).
 """
 
 from __future__ import annotations
 
+import io
+import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,7 +42,105 @@ import transformers
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 
-VOCAB, D, HEADS, FFN, POS = 99, 24, 3, 40, 37
+VOCAB, D, HEADS, FFN, POS = 99, 24, 3, 40, 37  # VOCAB: BERT (its WordPiece vocabulary)
+GPT2_VOCAB, BART_VOCAB = 300, 301  # byte-level BPE: 256 bytes + merges + specials
+
+CORPUS = [
+    "def alpha(x):\n    return x + 1\n",
+    "Hello world! The quick brown fox jumps over the lazy dog.",
+    "naïve café — 東京 😀 don't stop, ok?",
+    "the cat sat on the mat; the dog sat on the log.",
+] * 20
+TEXTS = [
+    "Hello world! The quick brown fox.",
+    "def alpha(x):\n    return x + 1\n",
+    "naïve café — 東京 😀",
+    "  leading and  double  spaces ",
+    "unseen: ß∑ 🙂 Ωmega ZZZ",
+    "don't stop , ok ? the dog 's mat",
+    "",
+]
+
+
+def _bpe(vocab_size, specials):
+    from tokenizers import ByteLevelBPETokenizer
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(CORPUS, vocab_size=vocab_size, min_frequency=1, special_tokens=specials)
+    merges = json.loads(bpe._tokenizer.to_str())["model"]["merges"]
+    return bpe.get_vocab(), [tuple(m) for m in merges]
+
+
+def make_tokenizer(name):
+    """transformers' tokenizer for fixture `name`, or None (the bert_model/pretraining
+    fixtures carry none)."""
+    if name == "gpt2":
+        vocab, merges = _bpe(GPT2_VOCAB - 1, [])
+        tok = transformers.GPT2TokenizerFast(vocab=vocab, merges=merges)
+        tok.add_special_tokens({"eos_token": "<|endoftext|>", "bos_token": "<|endoftext|>",
+                                "unk_token": "<|endoftext|>"})  # fmt: skip
+        assert len(tok) == GPT2_VOCAB and tok.eos_token_id == GPT2_VOCAB - 1
+        return tok
+    if name == "bart":
+        vocab, merges = _bpe(BART_VOCAB - 1, ["<s>", "<pad>", "</s>", "<unk>"])
+        tok = transformers.BartTokenizerFast(vocab=vocab, merges=merges)
+        assert len(tok) == BART_VOCAB and tok.mask_token_id == BART_VOCAB - 1
+        return tok
+    if name == "bert_mlm":
+        from tokenizers import BertWordPieceTokenizer
+
+        wp = BertWordPieceTokenizer(lowercase=True)
+        specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        wp.train_from_iterator(CORPUS, vocab_size=VOCAB, limit_alphabet=60, special_tokens=specials)
+        vocab = wp.get_vocab()
+        tok = transformers.BertTokenizerFast(vocab=vocab)
+        assert len(tok) <= VOCAB and tok.pad_token_id == 0, (len(tok), tok.pad_token_id)
+        return tok
+    return None
+
+
+def make_spm(out_dir):
+    """A LLaMA-style sentencepiece tokenizer.model (BPE, byte fallback, whitespace kept) and the
+    tokenizer_config.json a LLaMA checkpoint ships; returns transformers' tokenizer of it."""
+    import sentencepiece as spm
+
+    os.makedirs(out_dir, exist_ok=True)
+    proto = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(CORPUS), model_writer=proto, vocab_size=330, model_type="bpe",
+        byte_fallback=True, minloglevel=2, normalization_rule_name="identity",
+        remove_extra_whitespaces=False, split_digits=True, allow_whitespace_only_pieces=True,
+        bos_id=1, eos_id=2, unk_id=0, pad_id=-1,  # LLaMA's settings
+    )  # fmt: skip
+    with open(os.path.join(out_dir, "tokenizer.model"), "wb") as f:
+        f.write(proto.getvalue())
+    config = {"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>",
+              "unk_token": "<unk>", "add_bos_token": True, "add_eos_token": False}  # fmt: skip
+    with open(os.path.join(out_dir, "tokenizer_config.json"), "w") as f:
+        json.dump(config, f, indent=2)
+    return transformers.AutoTokenizer.from_pretrained(out_dir)
+
+
+def tokenizer_reference(tok):
+    ids = [tok.encode(t, add_special_tokens=False) for t in TEXTS]
+    framed = [tok(t)["input_ids"] for t in TEXTS]
+    special = {n: getattr(tok, f"{n}_token_id", None)
+               for n in ("pad", "unk", "bos", "eos", "mask", "cls", "sep")}  # fmt: skip
+    return {
+        "class": type(tok).__name__,
+        "texts": TEXTS,
+        "ids": ids,
+        "framed": framed,
+        "decoded": [tok.decode(i, skip_special_tokens=True) for i in ids],
+        "decoded_framed": [tok.decode(i, skip_special_tokens=True) for i in framed],
+        "special": special,
+        "vocab_size": len(tok),
+    }
+
+
+def write_tokenizer_reference(tok, out_dir):
+    with open(os.path.join(out_dir, "tokenizer_reference.json"), "w") as f:
+        json.dump(tokenizer_reference(tok), f, indent=1, ensure_ascii=False)
 
 
 def randomise(model: torch.nn.Module, seed: int) -> None:
@@ -51,15 +160,15 @@ def randomise(model: torch.nn.Module, seed: int) -> None:
 
 def gpt2_model():
     cfg = transformers.GPT2Config(
-        vocab_size=VOCAB,
+        vocab_size=GPT2_VOCAB,
         n_positions=POS,
         n_embd=D,
         n_layer=2,
         n_head=HEADS,
         n_inner=FFN,
         activation_function="gelu_new",
-        bos_token_id=VOCAB - 1,
-        eos_token_id=VOCAB - 1,
+        bos_token_id=GPT2_VOCAB - 1,
+        eos_token_id=GPT2_VOCAB - 1,
     )
     return transformers.GPT2LMHeadModel(cfg)
 
@@ -79,7 +188,7 @@ def bert_config():
 
 def bart_model():
     cfg = transformers.BartConfig(
-        vocab_size=VOCAB,
+        vocab_size=BART_VOCAB,
         d_model=D,
         encoder_layers=2,
         decoder_layers=3,
@@ -182,31 +291,32 @@ def run_causal(name, model, ref_dir=None):
     return out
 
 
-def tokens(rng, shape, low):
-    return rng.integers(low, VOCAB, size=shape).astype(np.int64)
+def tokens(rng, shape, low, vocab=VOCAB):
+    return rng.integers(low, vocab, size=shape).astype(np.int64)
 
 
 def run_gpt2(model, ref_dir=None):
     rng = np.random.default_rng(1)
-    ids = tokens(rng, (2, 11), 0)
+    ids = tokens(rng, (2, 11), 0, GPT2_VOCAB)
     mask = np.ones_like(ids)
     mask[1, 8:] = 0  # right padding: row 1 has 8 real tokens
     with torch.no_grad():
         logits = model(torch.tensor(ids), attention_mask=torch.tensor(mask)).logits.numpy()
     out = {"input_ids": ids, "attention_mask": mask, "logits": logits}
     if ref_dir is None:
-        prompts = tokens(rng, (2, 5), 0)
-        prompts[:, :] = np.where(prompts == VOCAB - 1, 3, prompts)  # no EOS in the prompt
+        prompts = tokens(rng, (2, 5), 0, GPT2_VOCAB)
+        prompts[:, :] = np.where(prompts == GPT2_VOCAB - 1, 3, prompts)  # no EOS in the prompt
         gen = model.generate(
             torch.tensor(prompts),
             attention_mask=torch.ones(prompts.shape, dtype=torch.long),
             max_new_tokens=8,
             do_sample=False,
             num_beams=1,
-            pad_token_id=VOCAB - 1,
-            eos_token_id=VOCAB - 1,
+            pad_token_id=GPT2_VOCAB - 1,
+            eos_token_id=GPT2_VOCAB - 1,
         ).numpy()
-        out.update(gen_prompts=prompts, gen_tokens=gen[:, prompts.shape[1] :], gen_eos_id=VOCAB - 1)
+        eos = GPT2_VOCAB - 1
+        out.update(gen_prompts=prompts, gen_tokens=gen[:, prompts.shape[1] :], gen_eos_id=eos)
     return out
 
 
@@ -240,11 +350,11 @@ def run_bert(model, kind):
 
 def run_bart(model, ref_dir=None):
     rng = np.random.default_rng(3)
-    src = tokens(rng, (2, 9), 3)
+    src = tokens(rng, (2, 9), 3, BART_VOCAB)
     mask = np.ones_like(src)
     src[1, 6:] = 1  # pad id 1
     mask[1, 6:] = 0
-    tgt = tokens(rng, (2, 7), 3)
+    tgt = tokens(rng, (2, 7), 3, BART_VOCAB)
     tgt[:, 0] = 2  # decoder start
     with torch.no_grad():
         logits = model(
@@ -316,20 +426,44 @@ def make(name, seed):
     out_dir = os.path.join(HERE, name)
     model.save_pretrained(out_dir, safe_serialization=True)
     np.savez(os.path.join(out_dir, "reference.npz"), **outputs(name, model))
+    tok = make_tokenizer(name)
+    if tok is not None:
+        tok.save_pretrained(out_dir)
+        write_tokenizer_reference(tok, out_dir)
     size = sum(os.path.getsize(os.path.join(out_dir, f)) for f in os.listdir(out_dir))
     print(f"{name}: {name_to_class(name)} written, {size / 1024:.0f} KiB")
 
 
+def _tj_python():
+    return os.environ.get("TJ_PYTHON", os.path.join(ROOT, ".venv", "bin", "python"))
+
+
+def _check_tokenizer(name, saved_dir):
+    """transformers reads the tokenizer hf.save wrote exactly as the original."""
+    path = os.path.join(HERE, name, "tokenizer_reference.json")
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        ref = json.load(f)
+    got = tokenizer_reference(transformers.AutoTokenizer.from_pretrained(saved_dir))
+    for key in ("ids", "framed", "decoded", "decoded_framed", "special", "vocab_size"):
+        assert got[key] == ref[key], f"{name}: tokenizer {key} differs after hf.save"
+    print(f"{name}: the tokenizer hf.save wrote encodes and decodes as the original")
+
+
 def check_our_save(name):
-    """hf.load -> hf.save -> transformers: same outputs, no missing or unexpected tensors."""
-    tj_python = os.environ.get("TJ_PYTHON", os.path.join(ROOT, ".venv", "bin", "python"))
+    """hf.load -> hf.save -> transformers: same outputs, no missing or unexpected tensors;
+    the same encodings from the tokenizer it wrote."""
     ref = dict(np.load(os.path.join(HERE, name, "reference.npz")))
     with tempfile.TemporaryDirectory() as tmp:
         code = (
-            "import sys; from transformer_jax import hf; "
-            "hf.save(*hf.load(sys.argv[1]), sys.argv[2])"
+            "import os, sys; from transformer_jax import hf; d = sys.argv[1]; "
+            "tok = hf.load_tokenizer(d) if os.path.exists(d + '/tokenizer.json') else None; "
+            "hf.save(*hf.load(d), sys.argv[2], tokenizer=tok)"
         )
-        subprocess.run([tj_python, "-c", code, os.path.join(HERE, name), tmp], check=True, cwd=ROOT)
+        run = [_tj_python(), "-c", code, os.path.join(HERE, name), tmp]
+        subprocess.run(run, check=True, cwd=ROOT)
+        _check_tokenizer(name, tmp)
         cls = getattr(transformers, name_to_class(name))
         model, info = cls.from_pretrained(tmp, output_loading_info=True)
         bad = {k: v for k, v in info.items() if v}
@@ -344,10 +478,29 @@ def check_our_save(name):
     print(f"{name}: hf.save output reloads in transformers, outputs bit-equal (max diff {worst})")
 
 
+def make_spm_fixture():
+    out_dir = os.path.join(HERE, "spm")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    write_tokenizer_reference(make_spm(out_dir), out_dir)
+    print(f"spm: tokenizer.model written ({os.path.getsize(out_dir + '/tokenizer.model')} B)")
+
+
+def check_spm_save():
+    """hf.load_tokenizer -> hf.save's tokenizer writer -> transformers: same encodings."""
+    with tempfile.TemporaryDirectory() as tmp:
+        code = "import sys; from transformer_jax import hf; "
+        code += "hf.load_tokenizer(sys.argv[1]).save(sys.argv[2])"
+        subprocess.run(
+            [_tj_python(), "-c", code, os.path.join(HERE, "spm"), tmp], check=True, cwd=ROOT
+        )
+        _check_tokenizer("spm", tmp)
+
+
 if __name__ == "__main__":
     torch.set_num_threads(1)
     # --only NAME[,NAME...]: (re)make and check only these fixtures (seeds stay per name).
-    only = sys.argv[sys.argv.index("--only") + 1].split(",") if "--only" in sys.argv else NAMES
+    default = (*NAMES, "spm")
+    only = sys.argv[sys.argv.index("--only") + 1].split(",") if "--only" in sys.argv else default
     if "--check-only" not in sys.argv:
         for seed, name in enumerate(NAMES):
             if name in only:
@@ -355,7 +508,11 @@ if __name__ == "__main__":
                 # logits from HF and from us differed by 1.2e-5 (each ~1e-5 from a float64 run
                 # of HF; other seeds 4e-6 to 6e-6), a tail of float32 rounding, not a bug.
                 make(name, seed + 10 if name in CAUSAL else seed)
+        if "spm" in only:
+            make_spm_fixture()
     if "--no-check" not in sys.argv:
         for name in NAMES:
             if name in only:
                 check_our_save(name)
+        if "spm" in only:
+            check_spm_save()

@@ -10,6 +10,9 @@ every file, so a changed file set gets a new folder and a stale build is never r
 Catalog datasets (`lm1b`, `wmt14_translate/de-en`, `glue/sst2`, ...) are read from
 `data_dir` only: this code never downloads. A missing dataset raises
 `DatasetNotPreparedError` with the command that prepares it.
+
+TensorFlow is imported only when it is needed (building a dataset, reading its examples, a
+remote `scheme://` path): a run whose token cache exists starts without it (`tensorflow()`).
 """
 
 from __future__ import annotations
@@ -18,10 +21,10 @@ import dataclasses
 import glob as glob_lib
 import hashlib
 import os
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 
-import tensorflow as tf
-import tensorflow_datasets as tfds
+import tensorflow_datasets as tfds  # imports TensorFlow lazily, on first use
 from etils import epath
 
 from transformer_jax.data import corpus
@@ -29,8 +32,22 @@ from transformer_jax.data import corpus
 LOCAL_VERSION = "1.0.0"
 
 
+def tensorflow():
+    """The `tensorflow` module, imported on first use (a few seconds) with every GPU hidden
+    from it: TF only feeds tf.data here, the accelerators belong to JAX."""
+    first = "tensorflow" not in sys.modules
+    import tensorflow as tf
+
+    if first:
+        hide_gpus_from_tensorflow()
+    return tf
+
+
 def hide_gpus_from_tensorflow() -> None:
-    """Keeps TensorFlow (used only for tf.data/TFDS) off every GPU, leaving them to JAX."""
+    """Keeps TensorFlow (used only for tf.data/TFDS) off every GPU, leaving them to JAX. Call
+    it before anything that may make TF touch a device (tf.data, a TFDS build)."""
+    import tensorflow as tf
+
     try:
         tf.config.set_visible_devices([], "GPU")
     except RuntimeError:  # TF devices already initialized: fine if TF sees no GPU.
@@ -48,7 +65,7 @@ def expand_globs(patterns: str | Sequence[str]) -> list[str]:
     paths: set[str] = set()
     for pattern in patterns:
         if "://" in pattern:
-            paths.update(tf.io.gfile.glob(pattern))
+            paths.update(tensorflow().io.gfile.glob(pattern))
         else:
             paths.update(p for p in glob_lib.glob(pattern, recursive=True) if os.path.isfile(p))
     return sorted(paths)
@@ -59,13 +76,26 @@ def fingerprint(groups: Mapping[str, Sequence[str]], extra: str = "") -> str:
     h = hashlib.sha256(extra.encode())
     for group in sorted(groups):
         for path in sorted(groups[group]):
-            stat = tf.io.gfile.stat(path)
-            h.update(f"{group}\0{path}\0{stat.length}\0{stat.mtime_nsec}\n".encode())
+            size, mtime = _size_and_mtime(path)
+            h.update(f"{group}\0{path}\0{size}\0{mtime}\n".encode())
     return h.hexdigest()[:16]
 
 
+def _size_and_mtime(path: str) -> tuple[int, int]:
+    """(bytes, mtime in ns truncated to whole seconds) as `tf.io.gfile.stat` reports them, so
+    that fingerprints made while TF was imported eagerly stay valid; local files without TF."""
+    if "://" in path:
+        stat = tensorflow().io.gfile.stat(path)
+        return stat.length, stat.mtime_nsec
+    stat = os.stat(path)
+    return stat.st_size, stat.st_mtime_ns // 10**9 * 10**9
+
+
 def _read_text(path: str) -> str:
-    with tf.io.gfile.GFile(path, "rb") as f:
+    if "://" in path:
+        with tensorflow().io.gfile.GFile(path, "rb") as f:
+            return f.read().decode("utf-8", errors="replace")
+    with open(path, "rb") as f:
         return f.read().decode("utf-8", errors="replace")
 
 
@@ -238,7 +268,8 @@ def parallel_text_builder(
     """A `local_parallel_text` builder (not yet prepared); checks alignment and emptiness first."""
     for split, (src, tgt) in splits.items():
         for field, path in (("source", src), ("target", tgt)):
-            if not tf.io.gfile.exists(path):
+            exists = tensorflow().io.gfile.exists if "://" in path else os.path.exists
+            if not exists(path):
                 raise ValueError(f"{split} {field} file {path!r} does not exist")
         if check_aligned(src, tgt) == 0:
             raise ValueError(f"split {split!r} of dataset {tag!r} is empty: {src!r} has no lines")
@@ -255,8 +286,8 @@ def parallel_text_builder(
 
 def prepare(builder: tfds.core.DatasetBuilder) -> tfds.core.DatasetBuilder:
     """Builds a local builder into its data_dir unless already prepared (never contacts GCS)."""
-    hide_gpus_from_tensorflow()
     if not builder.is_prepared():
+        hide_gpus_from_tensorflow()  # building writes through tf.data
         builder.download_and_prepare(
             download_config=tfds.download.DownloadConfig(try_download_gcs=False)
         )

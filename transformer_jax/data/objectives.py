@@ -25,7 +25,9 @@ from transformer_jax.data import tokenizer as tok_lib
 
 @dataclasses.dataclass(frozen=True)
 class SpecialIds:
-    """Ids the objectives need. Ids < `num_special` are never masked or sampled as tokens."""
+    """Ids the objectives need. Special ids (ids < `num_special`, or those listed in
+    `special` for a checkpoint's own tokenizer) are never masked or sampled as tokens.
+    `bos` starts every decoder row (the decoder start); an id the tokenizer lacks is -1."""
 
     vocab_size: int
     pad: int = tok_lib.PAD_ID
@@ -36,10 +38,46 @@ class SpecialIds:
     sep: int = tok_lib.SEP_ID
     newline: int = tok_lib.NEWLINE_ID
     num_special: int = tok_lib.NUM_SPECIAL
+    special: tuple[int, ...] | None = None  # None: exactly the ids below num_special
 
     @classmethod
-    def from_tokenizer(cls, tokenizer: tok_lib.Tokenizer) -> SpecialIds:
-        return cls(vocab_size=tokenizer.vocab_size)
+    def from_tokenizer(cls, tokenizer) -> SpecialIds:
+        """From any TextTokenizer (transformer_jax/text_tokenizer.py)."""
+        if isinstance(tokenizer, tok_lib.Tokenizer):
+            return cls(vocab_size=tokenizer.vocab_size)
+        get = lambda v: -1 if v is None else int(v)  # noqa: E731
+        start = tokenizer.decoder_start_id
+        return cls(
+            vocab_size=tokenizer.vocab_size,
+            pad=get(tokenizer.pad_id if tokenizer.pad_id is not None else 0),
+            bos=get(start if start is not None else tokenizer.bos_id),
+            eos=get(tokenizer.eos_id),
+            mask=get(tokenizer.mask_id),
+            cls=get(tokenizer.cls_id),
+            sep=get(tokenizer.sep_id),
+            newline=get(tokenizer.newline_id),
+            num_special=0,
+            special=tuple(sorted(tokenizer.special_ids)),
+        )
+
+    def is_special(self, tokens: np.ndarray) -> np.ndarray:
+        if self.special is None:
+            return tokens < self.num_special
+        return np.isin(tokens, self.special)
+
+    def random_ordinary(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """`n` ids drawn uniformly from the non-special ones."""
+        if self.special is None:
+            return rng.integers(self.num_special, self.vocab_size, n)
+        ordinary = np.setdiff1d(np.arange(self.vocab_size), self.special)
+        return ordinary[rng.integers(0, len(ordinary), n)]
+
+    def missing(self, objective: str) -> list[str]:
+        """Names of the ids `objective` needs that the tokenizer does not have."""
+        need = {"clm": ("bos", "eos"), "mlm": ("mask", "cls", "sep"),
+                "mlm_nsp": ("mask", "cls", "sep"), "denoise": ("bos", "eos", "mask"),
+                "seq2seq": ("bos", "eos")}[objective]  # fmt: skip
+        return [n for n in need if getattr(self, n) < 0]
 
 
 TRAIN_STREAM, EVAL_STREAM = 0, 1
@@ -142,9 +180,9 @@ def mask_tokens(
     Returns (corrupted inputs [T] int32, weights [T] float32 = 1 on chosen positions).
     """
     n = len(tokens)
-    chosen = (rng.random(n) < probability) & (tokens >= ids.num_special)
+    chosen = (rng.random(n) < probability) & ~ids.is_special(tokens)
     action = rng.random(n)
-    random_tokens = rng.integers(ids.num_special, ids.vocab_size, n)
+    random_tokens = ids.random_ordinary(rng, n)
     inputs = np.where(chosen & (action < 0.8), ids.mask, tokens)
     inputs = np.where(chosen & (action >= 0.8) & (action < 0.9), random_tokens, inputs)
     return inputs.astype(np.int32), chosen.astype(np.float32)

@@ -91,7 +91,8 @@ def validate_config(config) -> None:
     if (objective == "seq2seq") != parallel:
         need = "a parallel dataset" if objective == "seq2seq" else "a text (non-parallel) dataset"
         raise ValueError(f"config.objective={objective!r} needs {need}; got dataset={dataset!r}")
-    tok_lib.check_vocab_size(_get(config, "vocab_size"))
+    if _get(config, "init_from") is None:  # else the checkpoint's tokenizer is used
+        tok_lib.check_vocab_size(_get(config, "vocab_size"))
     _check_int("max_length", _get(config, "max_length"), MIN_MAX_LENGTH)
     _check_int("per_device_batch_size", _get(config, "per_device_batch_size"), 1)
     _check_int("eval_batch_size", _get(config, "eval_batch_size"), 1, " (per device)")
@@ -338,14 +339,14 @@ def _target_counts(store, objective: str, ids: objectives.SpecialIds):
     def counts(vocab_size: int) -> np.ndarray:
         if objective == "mlm_nsp":
             flat = np.asarray(store["stream"])
-            return sources.counts_of(flat, flat >= ids.num_special, vocab_size)
+            return sources.counts_of(flat, ~ids.is_special(flat), vocab_size)
         if objective == "seq2seq":
             tokens, keep = store["targets"], np.asarray(store["targets_segment_ids"]) > 0
         else:
             tokens, keep = store["tokens"], np.asarray(store["segment_ids"]) > 0
         tokens = np.asarray(tokens)
         if objective == "mlm":  # only non-special tokens are ever MLM targets
-            keep = keep & (tokens >= ids.num_special)
+            keep = keep & ~ids.is_special(tokens)
         return sources.counts_of(tokens, keep, vocab_size)
 
     return counts
@@ -359,8 +360,11 @@ def make_datasets(
     process_count: int = 1,
     num_devices: int | None = None,
     num_local_devices: int | None = None,
+    tokenizer=None,
 ) -> tuple[BatchSource, BatchSource, tok_lib.Tokenizer]:
-    """Train and eval `BatchSource`s for this process, and the tokenizer.
+    """Train and eval `BatchSource`s for this process, and the tokenizer: `tokenizer` (any
+    TextTokenizer, e.g. a checkpoint's own) if given, else WORKDIR/tokenizer.model (trained
+    on the train split if absent).
 
     Global batch = per_device_batch_size * num_devices (default `jax.device_count()`); this
     process gets rows [process_index * local, (process_index + 1) * local) of every global
@@ -384,19 +388,24 @@ def make_datasets(
             f"equal num_devices={num_devices}"
         )
     os.makedirs(workdir, exist_ok=True)
-    builders.hide_gpus_from_tensorflow()  # before TF touches any device
 
     ds = _resolve_dataset(config, workdir)
     max_sentences = int(_get(config, "tokenizer_max_sentences", 100_000))
-    tok = tok_lib.get_or_train_tokenizer(
+    tok = tokenizer or tok_lib.get_or_train_tokenizer(
         workdir,
         lambda: _tokenizer_texts(ds, limit=None),
         int(config.vocab_size),
         max_sentences=max_sentences,
         seed=int(config.seed),
     )
-    train_store, eval_store = _load_or_build_stores(workdir, ds, tok, config)
     ids = objectives.SpecialIds.from_tokenizer(tok)
+    missing = ids.missing(config.objective)
+    if missing:
+        raise ValueError(
+            f"config.objective={config.objective!r} needs the {' and '.join(missing)} token(s), "
+            "which the tokenizer does not have; choose an objective this model was made for."
+        )
+    train_store, eval_store = _load_or_build_stores(workdir, ds, tok, config)
     objective = config.objective
     result = []
     for split, store, stream, per_device in (

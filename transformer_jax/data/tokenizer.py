@@ -87,6 +87,7 @@ class Tokenizer:
 
     def __init__(self, model_proto: bytes, path: str | None = None):
         self._sp = spm.SentencePieceProcessor(model_proto=model_proto)
+        self._proto = model_proto
         self.path = path
         self.digest = hashlib.sha256(model_proto).hexdigest()
         expected = {
@@ -141,6 +142,24 @@ class Tokenizer:
     sep_id = property(lambda self: SEP_ID)
     newline_id = property(lambda self: NEWLINE_ID)
     num_special = property(lambda self: NUM_SPECIAL)
+    # The TextTokenizer interface (transformer_jax/text_tokenizer.py): decoders start from
+    # BOS (training rows are shifted right with it); sources carry no BOS.
+    decoder_start_id = property(lambda self: BOS_ID)
+    add_bos = property(lambda self: False)
+    special_ids = property(lambda self: frozenset(range(NUM_SPECIAL)))
+
+    def save(self, directory: str) -> list[str]:
+        """Writes tokenizer.model and a tokenizer_config.json that names this class, so
+        `transformer_jax.hf.load_tokenizer(directory)` reads it back as this tokenizer."""
+        import json
+
+        from transformer_jax.hf.tokenizer import own_tokenizer_config
+
+        with open(os.path.join(directory, TOKENIZER_FILENAME), "wb") as f:
+            f.write(self._proto)
+        with open(os.path.join(directory, "tokenizer_config.json"), "w") as f:
+            json.dump(own_tokenizer_config(), f, indent=2)
+        return [TOKENIZER_FILENAME, "tokenizer_config.json"]
 
 
 def _sample_lines(

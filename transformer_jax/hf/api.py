@@ -10,7 +10,8 @@ import numpy as np
 
 from transformer_jax.config import ModelConfig
 from transformer_jax.families import HF_FAMILIES
-from transformer_jax.hf import engine, files
+from transformer_jax.hf import engine, files, own_format
+from transformer_jax.text_tokenizer import TextTokenizer
 
 _GENERATION_KEYS = (
     "bos_token_id",
@@ -19,6 +20,13 @@ _GENERATION_KEYS = (
     "decoder_start_token_id",
     "forced_eos_token_id",
 )
+
+
+FORMATS = ("hf", "own", "auto")
+
+
+class NotExpressible(ValueError):
+    """No Hugging Face class expresses a ModelConfig (hf.save format='hf')."""
 
 
 def family_of(hf_config: dict[str, Any], where: str) -> ModuleType:
@@ -49,9 +57,12 @@ def load(directory: str, dtype: Any = np.float32) -> tuple[ModelConfig, dict[str
     (GPT2LMHeadModel, BertForMaskedLM, BertForPreTraining, BartForConditionalGeneration), the
     backbone (`heads=False`) for BertModel / GPT2Model / BartModel.
     `dtype`: float32 by default; None keeps the stored dtype (bf16, fp16); any other casts.
+    A directory in this library's own format (own_format.py) reads back as it was saved.
     """
     hf_config = files.read_config(directory)
     where = f"{directory}/{files.CONFIG}"
+    if hf_config.get("model_type") == own_format.MODEL_TYPE:
+        return own_format.load(directory, hf_config, dtype)
     family = family_of(hf_config, where)
     heads = family.HF_ARCHITECTURES[_architecture(family, hf_config, where)]
     try:
@@ -100,9 +111,10 @@ def family_for_config(
             return family, hf_config, cfg, prm
         diff = _diff(cfg.to_dict(), back.to_dict())
         reasons.append(f"{model_type}: would read back with {diff}")
-    raise ValueError(
+    raise NotExpressible(
         "No Hugging Face family expresses this ModelConfig exactly, so it cannot be saved as an "
-        "HF checkpoint. " + "; ".join(reasons)
+        "HF checkpoint (save with format='own' or 'auto' for this library's own format). "
+        + "; ".join(reasons)
     )
 
 
@@ -119,15 +131,45 @@ def _diff(a: dict, b: dict, where: str = "") -> str:
     return ", ".join(out)
 
 
-def save(config: ModelConfig, params: Any, directory: str, dtype: Any = None) -> None:
-    """Writes `directory` as Hugging Face loads it: config.json, model.safetensors,
-    generation_config.json. The class (architectures) follows the config and the params:
-    full parameters -> the family's head class; backbone parameters -> its base class
-    (BertModel, ...). `dtype`: None keeps the params' dtype; otherwise cast."""
+def save(
+    config: ModelConfig,
+    params: Any,
+    directory: str,
+    dtype: Any = None,
+    *,
+    tokenizer: TextTokenizer | None = None,
+    max_shard_size: int | None = None,
+    format: str = "hf",
+) -> list[str]:
+    """Writes `directory` as Hugging Face loads it: config.json, model.safetensors (or shards
+    of at most `max_shard_size` bytes each + model.safetensors.index.json),
+    generation_config.json, and the tokenizer's files if `tokenizer` is given. The class
+    (architectures) follows the config and the params: full parameters -> the family's head
+    class; backbone parameters -> its base class (BertModel, ...). `dtype`: None keeps the
+    params' dtype; otherwise cast. Returns the names of the files written.
+
+    `format`: "hf" (a config no HF class expresses is a ValueError), "own" (this library's
+    format, own_format.py, which only `hf.load` reads), or "auto" (HF when it can, else own;
+    `config.json`'s model_type tells which was written)."""
+    if format not in FORMATS:
+        raise ValueError(f"format={format!r}; use one of {FORMATS}.")
     heads = _has_heads(config, params)
-    family, hf_config, config, params = family_for_config(config, params, heads)
+    try:
+        if format == "own":
+            raise NotExpressible("format='own' was asked")
+        family, hf_config, config, params = family_for_config(config, params, heads)
+    except NotExpressible:
+        if format == "hf":
+            raise
+        written = own_format.save(config, params, directory, heads, dtype)
+        if tokenizer is not None:
+            written += tokenizer.save(directory)
+        return sorted(written)
     tensors = engine.write_params(family, config, heads, params, dtype)
     stored = next(iter(tensors.values())).dtype
     hf_config = {**hf_config, "dtype": str(stored) if stored != np.float32 else "float32"}
     generation = {k: hf_config[k] for k in _GENERATION_KEYS if hf_config.get(k) is not None}
-    files.write_checkpoint(directory, hf_config, generation, tensors)
+    written = files.write_checkpoint(directory, hf_config, generation, tensors, max_shard_size)
+    if tokenizer is not None:
+        written += tokenizer.save(directory)
+    return sorted(written)

@@ -140,18 +140,61 @@ def open_tensors(directory: str) -> Iterator[TensorReader]:
         yield TensorReader(directory, handles, files)
 
 
+def _shards(tensors: dict[str, np.ndarray], max_bytes: int) -> list[list[str]]:
+    """Tensor names in groups of at most `max_bytes` (in the given order, like transformers;
+    a tensor larger than the limit gets a shard of its own)."""
+    groups: list[list[str]] = [[]]
+    size = 0
+    for name, value in tensors.items():
+        if groups[-1] and size + value.nbytes > max_bytes:
+            groups.append([])
+            size = 0
+        groups[-1].append(name)
+        size += value.nbytes
+    return groups
+
+
 def write_checkpoint(
     directory: str,
     config: dict[str, Any],
     generation_config: dict[str, Any] | None,
     tensors: dict[str, np.ndarray],
-) -> None:
+    max_shard_size: int | None = None,
+) -> list[str]:
+    """Writes config.json, generation_config.json and the weights: one model.safetensors, or
+    shards `model-0000i-of-0000n.safetensors` of at most `max_shard_size` bytes and the index
+    transformers reads. Returns the names written."""
+    bad = isinstance(max_shard_size, bool) or not isinstance(max_shard_size, int | None)
+    if bad or (max_shard_size is not None and max_shard_size < 1):
+        raise ValueError(f"max_shard_size={max_shard_size!r} must be a number of bytes >= 1.")
     os.makedirs(directory, exist_ok=True)
     tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
-    save_file(tensors, os.path.join(directory, SINGLE), metadata={"format": "pt"})
+    total = sum(v.nbytes for v in tensors.values())
+    groups = _shards(tensors, max_shard_size) if max_shard_size else [list(tensors)]
+    written = []
+    for stale in [SINGLE, INDEX]:  # an earlier save in another layout must not be read instead
+        if os.path.exists(os.path.join(directory, stale)):
+            os.remove(os.path.join(directory, stale))
+    if len(groups) == 1:
+        save_file(tensors, os.path.join(directory, SINGLE), metadata={"format": "pt"})
+        written.append(SINGLE)
+    else:
+        weight_map = {}
+        for i, names in enumerate(groups, 1):
+            shard = f"model-{i:05d}-of-{len(groups):05d}.safetensors"
+            part = {n: tensors[n] for n in names}
+            save_file(part, os.path.join(directory, shard), metadata={"format": "pt"})
+            weight_map.update(dict.fromkeys(names, shard))
+            written.append(shard)
+        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+        _write_json(os.path.join(directory, INDEX), index)
+        written.append(INDEX)
     _write_json(os.path.join(directory, CONFIG), config)
+    written.append(CONFIG)
     if generation_config is not None:
         _write_json(os.path.join(directory, GENERATION_CONFIG), generation_config)
+        written.append(GENERATION_CONFIG)
+    return written
 
 
 def _write_json(path: str, value: dict[str, Any]) -> None:

@@ -113,10 +113,12 @@ def evaluate(
     return steps.summarize({k: float(v) for k, v in host.items()})
 
 
-def _datasets(data, config: ml_collections.ConfigDict, workdir: str):
+def _datasets(data, config: ml_collections.ConfigDict, workdir: str, tokenizer=None):
     """make_datasets on every process; with several processes, process 0 first prepares the
     shared files (TFDS build, tokenizer, token caches) and the others then only read them."""
-    kw = dict(process_index=jax.process_index(), process_count=jax.process_count())
+    kw = dict(
+        process_index=jax.process_index(), process_count=jax.process_count(), tokenizer=tokenizer
+    )
     if jax.process_count() == 1:
         return data.make_datasets(config, workdir, **kw)
     from jax.experimental import multihost_utils
@@ -137,7 +139,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     try:
         run_config.validate(config)
         data.validate_config(config)
-        run_config.model_config(config, config.vocab_size)  # position limit, objective vs arch
+        if config.get("init_from") is None:  # else checked once the checkpoint is read
+            run_config.model_config(config, config.vocab_size)  # position limit, objective
     except ValueError as e:
         raise ConfigError(str(e)) from e
     workdir = os.path.abspath(workdir)
@@ -156,12 +159,57 @@ def _before_training(fn, *args, **kwargs):
         raise ConfigError(str(e)) from e
 
 
+def _init_from_tokenizer(workdir: str, init_from: str):
+    """The checkpoint's tokenizer: the copy an earlier start recorded, else the checkpoint's."""
+    if os.path.isdir(os.path.join(workdir, wd.HF_TOKENIZER_DIR)):
+        return wd.load_tokenizer(workdir)
+    from transformer_jax import hf
+
+    return hf.load_tokenizer(init_from)
+
+
+def _init_from_model(workdir: str, init_from: str):
+    """(the checkpoint's ModelConfig, its params or None). A restart reads the config the
+    first start recorded (the checkpoint directory may be gone by then) and leaves the
+    weights unread: they are read only if no training checkpoint exists yet."""
+    if os.path.exists(os.path.join(workdir, wd.INIT_FROM_FILE)):
+        return wd.read_model_config(workdir), None
+    from transformer_jax import hf
+
+    return hf.load(init_from)
+
+
+def _init_from_state(init_from: str, params, abstract, tx):
+    """The train state that starts from the checkpoint's weights (host -> device once)."""
+    if params is None:
+        from transformer_jax import hf
+
+        params = hf.load(init_from)[1]
+    expected = jax.tree_util.tree_structure(abstract.params)
+    if jax.tree_util.tree_structure(params) != expected:
+        raise ValueError(
+            f"config.init_from={init_from!r} holds a model without the heads training needs "
+            "(a bare backbone such as BertModel); start from a class with its LM head "
+            "(BertForMaskedLM, BertForPreTraining, GPT2LMHeadModel, ...)."
+        )
+    params = jax.tree.map(lambda a, s: jnp.asarray(a, s.dtype), params, abstract.params)
+    return steps.init_train_state(params, tx)
+
+
 def _train(config, workdir: str, data, guard: _SigtermGuard) -> dict[str, Any]:
     is_chief = jax.process_index() == 0
     num_local = jax.local_device_count()
 
-    train_source, eval_source, tokenizer = _before_training(_datasets, data, config, workdir)
-    model_cfg = _before_training(run_config.model_config, config, tokenizer.vocab_size)
+    init_from = config.get("init_from")
+    base, hf_params, tokenizer = None, None, None
+    if init_from is not None:
+        tokenizer = _before_training(_init_from_tokenizer, workdir, init_from)
+    train_source, eval_source, tokenizer = _before_training(
+        _datasets, data, config, workdir, tokenizer
+    )
+    if init_from is not None:
+        base, hf_params = _before_training(_init_from_model, workdir, init_from)
+    model_cfg = _before_training(run_config.model_config, config, tokenizer.vocab_size, base)
     model = models.build(model_cfg)
 
     schedule = make_schedule(
@@ -203,14 +251,20 @@ def _train(config, workdir: str, data, guard: _SigtermGuard) -> dict[str, Any]:
         latest, state = _before_training(
             ckpt.restore_latest, abstract, on_corrupt=config.corrupt_checkpoint
         )
-        if latest is None:
+        if latest is None and init_from is not None:
+            state = _before_training(_init_from_state, init_from, hf_params, abstract, tx)
+            log.info("Starting from the weights in %s", init_from)
+        elif latest is None:
             state = jax.jit(init_state)()
         else:
             log.info("Resumed from step %d in %s", latest, ckpt.directory)
+        del hf_params
         # Only now, with the checkpoint known to fit: a mismatched rerun must not overwrite
         # the config files that describe the checkpoints already in this workdir.
         if is_chief:
             wd.write_configs(workdir, config, model_cfg)
+            if init_from is not None:
+                wd.record_init_from(workdir, init_from, tokenizer)
         guard.training()
         return _run(
             config, model, model_cfg, tx, schedule, state, base_rng, train_source,

@@ -49,39 +49,83 @@ def peak_flops_per_device(dtype: str, override: float | None = None) -> tuple[fl
     return measure_matmul_peak(dtype), f"measured matmul peak ({kind})"
 
 
+class _EventFile:
+    """A TensorBoard event file (`events.out.tfevents.*`: TFRecords of `Event` protos) written
+    with TensorBoard's own record format and protos, without TensorFlow; flushed after every
+    write, so a crash loses nothing that was logged. Remote (`scheme://`) logdirs go through
+    `tf.io.gfile`."""
+
+    def __init__(self, logdir: str):
+        import socket
+
+        from tensorboard.compat.proto import event_pb2
+        from tensorboard.summary.writer.record_writer import RecordWriter
+
+        name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}.0"
+        path = os.path.join(logdir, name)
+        if "://" in logdir:
+            from transformer_jax.data.builders import tensorflow
+
+            tf = tensorflow()
+            tf.io.gfile.makedirs(logdir)
+            f = tf.io.gfile.GFile(path, "wb")
+        else:
+            os.makedirs(logdir, exist_ok=True)
+            f = open(path, "wb")  # noqa: SIM115
+        self._event = event_pb2.Event
+        self._records = RecordWriter(f)
+        self.write(self._event(wall_time=time.time(), file_version="brain.Event:2"))
+
+    def write(self, event) -> None:
+        self._records.write(event.SerializeToString())
+        self._records.flush()
+
+    def scalars(self, step: int, scalars: dict[str, float]) -> None:
+        """Like `tf.summary.scalar`: a float32 scalar tensor with the scalars plugin's data."""
+        from tensorboard.compat.proto import summary_pb2, tensor_pb2, types_pb2
+        from tensorboard.plugins.scalar import metadata
+
+        values = [
+            summary_pb2.Summary.Value(
+                tag=tag,
+                metadata=metadata.create_summary_metadata(display_name=None, description=""),
+                tensor=tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=[value]),
+            )
+            for tag, value in scalars.items()
+        ]
+        summary = summary_pb2.Summary(value=values)
+        self.write(self._event(wall_time=time.time(), step=step, summary=summary))
+
+    def close(self) -> None:
+        self._records.close()
+
+
 class MetricWriter:
     """Writes scalars to TensorBoard (WORKDIR/tensorboard) and WORKDIR/metrics.jsonl.
 
-    Only process 0 writes; other processes get a no-op writer.
+    The event files are TensorBoard's format, written without TensorFlow (`_EventFile`): a run
+    whose data is prepared never imports it. Only process 0 writes; other processes get a
+    no-op writer.
     """
 
     def __init__(self, workdir: str, *, enabled: bool = True):
         self.enabled = enabled
         if not enabled:
             return
-        import tensorflow as tf
-
-        from transformer_jax.data.builders import hide_gpus_from_tensorflow
-
-        hide_gpus_from_tensorflow()  # TF only writes event files here; never a GPU
-        self._tf = tf
-        self._tb = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+        self._tb = _EventFile(os.path.join(workdir, "tensorboard"))
         self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")  # noqa: SIM115
 
     def write(self, step: int, split: str, scalars: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        with self._tb.as_default(step=step):
-            for key, value in scalars.items():
-                self._tf.summary.scalar(f"{split}/{key}", float(value))
+        self._tb.scalars(step, {f"{split}/{k}": float(v) for k, v in scalars.items()})
         record = {"step": step, "split": split, **{k: float(v) for k, v in scalars.items()}}
         self._jsonl.write(json.dumps(record) + "\n")
         self._jsonl.flush()
 
     def flush(self) -> None:
         if self.enabled:
-            self._tb.flush()
-            self._jsonl.flush()
+            self._jsonl.flush()  # event records are flushed as they are written
 
     def close(self) -> None:
         if self.enabled:

@@ -9,6 +9,7 @@ Model hyperparameters are NOT here: `model` names a preset (transformer_jax.pres
 from __future__ import annotations
 
 import math
+import os
 
 import ml_collections
 from ml_collections.config_dict import placeholder
@@ -40,6 +41,10 @@ def default_config() -> ml_collections.ConfigDict:
     # e.g. {'num_layers': 4, 'attention': {'num_heads': 8}} (see ModelConfig.override)
     c.model_overrides = ml_collections.ConfigDict()
     c.dtype = "float32"  # compute dtype: float32 | bfloat16 (params stay float32)
+    # A Hugging Face checkpoint directory to fine-tune (config.json + safetensors + tokenizer):
+    # the model and its tokenizer come from there (model, vocab_size are not used; overrides
+    # may change dropout and the like). None: train `model` from scratch.
+    c.init_from = placeholder(str)
     # Data (transformer_jax.data).
     c.dataset = "stdlib"  # stdlib | text_files | parallel_text | a TFDS catalog name
     c.data_dir = placeholder(str)  # TFDS data_dir (None: WORKDIR/tfds)
@@ -108,7 +113,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
     (The data fields are checked by `transformer_jax.data.validate_config`, the model by
     `model_config`; train_and_evaluate runs all three before doing any work.)"""
-    if config.model not in presets.PRESETS:
+    init_from = config.get("init_from")
+    if init_from is not None and not os.path.isfile(os.path.join(init_from, "config.json")):
+        _fail("init_from", init_from, "is not a Hugging Face checkpoint directory (no config.json)")
+    if init_from is None and config.model not in presets.PRESETS:
         _fail("model", config.model, f"unknown preset; choose one of {presets.names()}")
     for field in ("per_device_batch_size", "eval_batch_size", "num_train_steps", "max_length"):
         value = config[field]
@@ -167,18 +175,22 @@ def validate(config: ml_collections.ConfigDict) -> None:
         _fail("peak_flops", config.peak_flops, "must be a FLOP/s number > 0, or None")
 
 
-def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> ModelConfig:
-    """The preset with overrides, the tokenizer's vocabulary and the run's dtype; checked
-    against the objective and max_length."""
+def model_config(
+    config: ml_collections.ConfigDict, vocab_size: int, base: ModelConfig | None = None
+) -> ModelConfig:
+    """The preset (or `base`, a checkpoint's config for init_from runs) with overrides, the
+    tokenizer's vocabulary and the run's dtype; checked against the objective and max_length."""
     overrides = dict(config.model_overrides.to_dict()) if config.model_overrides else {}
-    overrides.setdefault("vocab_size", vocab_size)
+    if base is None:
+        overrides.setdefault("vocab_size", vocab_size)
     overrides.setdefault("dtype", config.dtype)
+    name = config.model if base is None else config.init_from
     try:
-        model_cfg = presets.get(config.model, **overrides)
+        model_cfg = (
+            presets.get(config.model, **overrides) if base is None else base.override(overrides)
+        )
     except (ValueError, TypeError) as e:
-        raise ValueError(
-            f"config.model={config.model!r} with model_overrides={overrides}: {e}"
-        ) from None
+        raise ValueError(f"config.model={name!r} with model_overrides={overrides}: {e}") from None
     if model_cfg.vocab_size < vocab_size:
         _fail(
             "model_overrides.vocab_size",
@@ -190,7 +202,7 @@ def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> ModelCon
         _fail(
             "objective",
             config.objective,
-            f"preset {config.model!r} is {model_cfg.arch}; use one of {allowed}",
+            f"model {name!r} is {model_cfg.arch}; use one of {allowed}",
         )
     if config.objective == "mlm_nsp" and model_cfg.heads.num_labels != 2:
         _fail(

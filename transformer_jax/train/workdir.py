@@ -2,7 +2,10 @@
 
 WORKDIR/config.json         the run config (ml_collections, as JSON)
 WORKDIR/model_config.json   the ModelConfig the parameters belong to
-WORKDIR/tokenizer.model     the sentencepiece model (transformer_jax.data)
+WORKDIR/tokenizer.model     the sentencepiece model (transformer_jax.data), or
+WORKDIR/tokenizer/          a copy of the checkpoint's own tokenizer (runs with init_from)
+WORKDIR/init_from.json      where an init_from run started: the checkpoint directory and the
+                            sha256 of its config and tokenizer
 WORKDIR/checkpoints/<step>/ orbax checkpoints of the train state
 WORKDIR/metrics.jsonl       one JSON record per logged step and split
 WORKDIR/tensorboard/        TensorBoard event files
@@ -23,7 +26,46 @@ from transformer_jax.config import ModelConfig
 CONFIG_FILE = "config.json"
 MODEL_CONFIG_FILE = "model_config.json"
 TOKENIZER_FILE = "tokenizer.model"
+HF_TOKENIZER_DIR = "tokenizer"
+INIT_FROM_FILE = "init_from.json"
 CHECKPOINT_DIR = "checkpoints"
+
+
+def load_tokenizer(workdir: str):
+    """The run's TextTokenizer: the checkpoint's own (copied at the start of an init_from
+    run) or this library's sentencepiece model."""
+    hf_copy = os.path.join(workdir, HF_TOKENIZER_DIR)
+    if os.path.isdir(hf_copy):
+        from transformer_jax.hf import load_tokenizer
+
+        return load_tokenizer(hf_copy)
+    from transformer_jax.data.tokenizer import Tokenizer
+
+    return Tokenizer.load(os.path.join(workdir, TOKENIZER_FILE))
+
+
+def record_init_from(workdir: str, init_from: str, tokenizer) -> None:
+    """Copies the checkpoint's tokenizer into the workdir and writes init_from.json, once:
+    restarts keep what the first start recorded."""
+    import hashlib
+
+    path = os.path.join(workdir, INIT_FROM_FILE)
+    if os.path.exists(path):
+        return
+    copy = os.path.join(workdir, HF_TOKENIZER_DIR)
+    if not os.path.isdir(copy):
+        tmp = f"{copy}.tmp{os.getpid()}"
+        os.makedirs(tmp, exist_ok=True)
+        tokenizer.save(tmp)
+        os.replace(tmp, copy)
+    with open(os.path.join(init_from, "config.json"), "rb") as f:
+        config_sha = hashlib.sha256(f.read()).hexdigest()
+    record = {
+        "init_from": os.path.abspath(init_from),
+        "config_sha256": config_sha,
+        "tokenizer_sha256": tokenizer.digest,
+    }
+    _atomic_write(path, json.dumps(record, indent=2))
 
 
 def write_configs(workdir: str, config: ml_collections.ConfigDict, model_cfg: ModelConfig) -> None:
