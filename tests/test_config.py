@@ -473,6 +473,13 @@ def test_from_dict_of_a_newer_version_names_it():
     assert issubclass(LayoutError, ValueError)
 
 
+def test_from_dict_reads_an_ignored_second_parallel_norm_as_one():
+    # Stored before the check existed: parallel_norms=2 with a pre-LN residual meant nothing.
+    stored = make(norm={"residual": "pre"}).to_dict()
+    stored["norm"]["parallel_norms"] = 2
+    assert ModelConfig.from_dict(stored) == make(norm={"residual": "pre"})
+
+
 def test_from_dict_rejects_unknown_fields():
     values = {**make().to_dict(), "hidden_size": 24}
     with pytest.raises(ValueError, match="hidden_size"):
