@@ -3,6 +3,7 @@
     .venv/bin/python bench/decode.py            # default config, batch 1 and 16, 128 and 512 tokens
     .venv/bin/python bench/decode.py --quick    # a smoke run in well under a minute
     .venv/bin/python bench/decode.py --preset gpt-tiny --batches 1 4 --new-tokens 64
+    .venv/bin/python bench/decode.py --preset tiny --quick   # every family's tiny decoder
 
 Both paths are greedy and run as ONE jitted program each:
   * cached: `transformer_jax.sampling.generate` (prefill + lax.while_loop over a KV cache);
@@ -61,6 +62,8 @@ def uncached_generate(config: ModelConfig, prompt_len: int, new_tokens: int):
             def step(t, seq, window=window):
                 logits = model.apply({"params": params}, seq[:, :window])  # [B, window, V]
                 logits = lax.dynamic_index_in_dim(logits, t - 1, axis=1, keepdims=False)  # [B, V]
+                if config.pad_id is not None:  # as the sampler: a pad id is never generated
+                    logits = logits.at[:, config.pad_id].set(-jnp.inf)
                 token = jnp.argmax(logits, axis=-1).astype(jnp.int32)  # [B]
                 return lax.dynamic_update_slice(seq, token[:, None], (0, t))  # [B, L]
 
@@ -104,9 +107,19 @@ def bench(config, params, batch, new_tokens, prompt_len, repeats, uncached):
     return row
 
 
+TINY_DECODERS = (
+    "gpt-tiny", "llama-tiny", "mistral-tiny", "falcon-tiny", "codegen-tiny", "starcoder-tiny"
+)  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--preset", help="a decoder preset name (default: a 2-layer 8k-vocab GPT)")
+    parser.add_argument(
+        "--preset",
+        nargs="+",
+        help="decoder preset name(s), one table each (default: a 2-layer 8k-vocab GPT); "
+        "'tiny' = every family's tiny decoder: " + ", ".join(TINY_DECODERS),
+    )
     parser.add_argument("--quick", action="store_true", help="batches 1, 4; 32 and 128 tokens")
     parser.add_argument("--batches", type=int, nargs="+", default=None)
     parser.add_argument("--new-tokens", type=int, nargs="+", default=None)
@@ -114,9 +127,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of the cached path")
     parser.add_argument("--no-uncached", action="store_true")
     args = parser.parse_args()
-    config = DEFAULT if args.preset is None else presets.get(args.preset)
-    if config.arch != "decoder":
-        raise SystemExit(f"--preset {args.preset} is {config.arch!r}; pick a decoder preset.")
+    names = args.preset or [None]
+    if names == ["tiny"]:
+        names = list(TINY_DECODERS)
     batches = args.batches or ([1, 4] if args.quick else [1, 16])
     new_tokens = args.new_tokens or ([32, 128] if args.quick else [128, 512])
 
@@ -125,10 +138,22 @@ def main() -> None:
         f"device: {device.platform} {device.device_kind} ({jax.device_count()} device(s), "
         f"{os.cpu_count()} CPU cores), jax {jax.__version__}"
     )
+    for name in names:
+        # Presets: random weights at init_std 0.2 (as DEFAULT) keep argmax away from ties.
+        config = DEFAULT if name is None else presets.get(name).replace(init_std=0.2)
+        if config.arch != "decoder":
+            raise SystemExit(f"--preset {name} is {config.arch!r}; pick a decoder preset.")
+        run_table(config, name, batches, new_tokens, args)
+
+
+def run_table(config: ModelConfig, name: str | None, batches, new_tokens, args) -> None:
+    att = config.attention
     print(
-        f"model: {args.preset or 'default'} d_model={config.d_model} layers={config.num_layers} "
-        f"heads={config.num_heads} d_ff={config.ffn.d_ff} vocab={config.vocab_size} "
-        f"max_len={config.max_len} params={models.count_params(params_shape(config)):,}; "
+        f"\nmodel: {name or 'default'} d_model={config.d_model} layers={config.num_layers} "
+        f"heads={config.num_heads} kv_heads={config.kv_heads} d_ff={config.ffn.d_ff} "
+        f"vocab={config.vocab_size} max_len={config.max_len} positions={config.positions.kind} "
+        f"residual={config.norm.residual} window={att.window} "
+        f"params={models.count_params(params_shape(config)):,}; "
         f"prompt {args.prompt_len} tokens, greedy"
     )
     params = jax.jit(models.init_params, static_argnums=0)(config, jax.random.key(0))

@@ -180,6 +180,7 @@ def test_non_positive_sizes_name_the_field(field, value):
         (dict(output={"scale": 0}), "output.scale"),
         (dict(heads={"num_labels": -1}), "heads.num_labels"),
         (dict(init_std=0.0), "init_std"),
+        (dict(norm={"parallel_norms": 2}), "norm.parallel_norms"),  # two norms, no parallel
     ],
 )
 def test_other_invalid_values_name_the_field(overrides, field):
@@ -228,6 +229,14 @@ def test_parallel_residual_is_rejected_for_encoder_decoder():
     assert make(norm=parallel).norm.parallel_norms == 2
     with pytest.raises(ValueError, match=r"ModelConfig.norm.residual='parallel'"):
         make(arch="encoder_decoder", norm=parallel)
+
+
+def test_rotary_and_learned_positions_do_not_combine():
+    # Positions are ONE variant: a learned table's field on a rotary scheme is named and refused.
+    with pytest.raises(ValueError, match=r"Unknown positions \(rotary\) fields \['offset'\]"):
+        make().replace(positions={"kind": "rotary", "offset": 2})
+    with pytest.raises(ValueError, match=r"positions=\(RotaryPositions.*must be one of"):
+        make(positions=(RotaryPositions(), LearnedPositions()))
 
 
 def test_rotary_dim_must_fit_the_head():
@@ -462,6 +471,13 @@ def test_from_dict_of_a_newer_version_names_it():
     with pytest.raises(LayoutError, match=r"version 3 .*\(1\.\.2\)"):
         ModelConfig.from_dict(values)
     assert issubclass(LayoutError, ValueError)
+
+
+def test_from_dict_reads_an_ignored_second_parallel_norm_as_one():
+    # Stored before the check existed: parallel_norms=2 with a pre-LN residual meant nothing.
+    stored = make(norm={"residual": "pre"}).to_dict()
+    stored["norm"]["parallel_norms"] = 2
+    assert ModelConfig.from_dict(stored) == make(norm={"residual": "pre"})
 
 
 def test_from_dict_rejects_unknown_fields():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from functools import partial
 
@@ -16,11 +17,20 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from transformer_jax import hf, models
-from transformer_jax.families import bert, gpt2
+from transformer_jax.families import bert, codegen, falcon, gpt2, llama, mistral, starcoder
 from transformer_jax.sampling import generate
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "hf_fixtures")
-NAMES = ("gpt2", "bert_mlm", "bert_pretraining", "bert_model", "bart")
+# The decoder families of issue 9 (tests/hf_fixtures/make_fixtures.py CAUSAL): fixture -> class.
+CAUSAL = {
+    "llama": "LlamaForCausalLM",
+    "mistral": "MistralForCausalLM",
+    "falcon": "FalconForCausalLM",
+    "falcon_new": "FalconForCausalLM",
+    "codegen": "CodeGenForCausalLM",
+    "gpt_bigcode": "GPTBigCodeForCausalLM",
+}
+NAMES = ("gpt2", "bert_mlm", "bert_pretraining", "bert_model", "bart", *CAUSAL)
 TOL = 1e-5
 
 
@@ -54,7 +64,7 @@ def _outputs(name, config, params, ref):
     """Our outputs under HF's names, and the [B, T] mask of real positions."""
     run = partial(_apply, params, config=config)
     mask = ref["attention_mask"].astype(bool)
-    if name == "gpt2":
+    if name == "gpt2" or name in CAUSAL:
         return {"logits": run(ref["input_ids"], method=None)}, mask
     if name == "bart":
         logits = run(ref["input_ids"], ref["decoder_input_ids"], method=None)
@@ -95,6 +105,22 @@ def test_loaded_configs(loaded):
     assert loaded["bert_mlm"][0].heads.num_labels == 0 and not loaded["bert_mlm"][0].heads.pooler
     assert loaded["bert_pretraining"][0].heads.num_labels == 2
     assert loaded["bert_pretraining"][0].norm.eps == 1e-12
+    # The switches each decoder fixture turns on (make_fixtures.py CAUSAL).
+    lla, mis, fal, new, cg, sc = (loaded[n][0] for n in CAUSAL)
+    assert (lla.kv_heads, lla.attention.qkv_bias, lla.positions.theta, lla.output.tie) == (
+        2, True, 500.0, False
+    )  # fmt: skip
+    assert (mis.attention.pattern, mis.attention.window, mis.head_dim, mis.kv_heads) == (
+        ("local",), 4, 8, 1
+    )  # fmt: skip
+    assert (fal.kv_heads, fal.norm.parallel_norms, fal.attention.qkv_bias) == (1, 1, False)
+    assert (new.kv_heads, new.norm.parallel_norms, new.attention.qkv_bias) == (2, 2, True)
+    assert (cg.positions.rotary_dim, cg.positions.layout, cg.output.bias) == (
+        4,
+        "interleaved",
+        True,
+    )
+    assert (sc.kv_heads, sc.positions.kind, sc.output.tie) == (1, "learned", True)
 
 
 def test_backbone_has_no_lm_head(loaded):
@@ -114,12 +140,21 @@ def _compare_generated(ours, our_lengths, theirs, eos):
         np.testing.assert_array_equal(mine[:n], hf_row[:n], err_msg=f"row {row}")
 
 
-def test_greedy_generation_matches_hf_gpt2(loaded):
-    config, params, ref = loaded["gpt2"]
+@pytest.mark.parametrize("name", ["gpt2", *CAUSAL])
+def test_greedy_generation_matches_hf_decoders(loaded, name):
+    """Cached greedy decoding equals HF's generate; the decoder families' prompts are ragged
+    (5 and 7 tokens, each generated alone by HF) and Mistral's 15 tokens exceed its window."""
+    config, params, ref = loaded[name]
     eos = int(ref["gen_eos_id"])
     width = ref["gen_tokens"].shape[1]
     tokens, lengths = generate(
-        config, params, ref["gen_prompts"], max_new_tokens=width, temperature=0.0, eos_id=eos
+        config,
+        params,
+        ref["gen_prompts"],
+        lengths=ref.get("gen_lengths"),
+        max_new_tokens=width,
+        temperature=0.0,
+        eos_id=eos,
     )
     _compare_generated(tokens, lengths, ref["gen_tokens"], eos)
 
@@ -145,7 +180,7 @@ def test_greedy_generation_matches_hf_bart(loaded):
 
 @pytest.mark.parametrize(
     ("name", "architecture"),
-    [("gpt2", "GPT2LMHeadModel"), ("bert_model", "BertModel"), ("bart", None)],
+    [("gpt2", "GPT2LMHeadModel"), ("bert_model", "BertModel"), ("bart", None), *CAUSAL.items()],
 )
 def test_save_then_load_is_bitwise(loaded, tmp_path, name, architecture):
     config, params, _ = loaded[name]
@@ -284,8 +319,8 @@ def test_missing_directory_and_config(tmp_path):
 
 def test_unknown_model_type(tmp_path):
     d = _copy(tmp_path)
-    _edit_config(d, model_type="llama")
-    expected = r"model_type='llama' is not supported.*'bart', 'bert', 'gpt2'"
+    _edit_config(d, model_type="xglm")
+    expected = r"model_type='xglm' is not supported.*'bart', 'bert', 'codegen', 'falcon', 'gpt2'"
     with pytest.raises(ValueError, match=expected):
         hf.load(str(d))
 
@@ -423,3 +458,130 @@ def test_bert_legacy_norm_names(tmp_path, loaded):
     _edit_tensors(d, edit)
     _, params = hf.load(str(d))
     assert jax.tree.all(jax.tree.map(np.array_equal, params, loaded["bert_pretraining"][1]))
+
+
+@pytest.mark.parametrize(
+    ("name", "family", "changes", "message"),
+    [
+        ("llama", llama, {"rope_parameters": {"rope_type": "linear", "factor": 2.0}},
+         "rope_parameters.rope_type='linear'"),
+        ("llama", llama, {"rope_scaling": {"type": "dynamic", "factor": 2.0}},
+         "rope_scaling.rope_type='dynamic'"),
+        ("llama", llama, {"rope_parameters": {"rope_type": "default", "rope_theta": 1e4,
+                                              "partial_rotary_factor": 0.5}},
+         "rope_parameters.partial_rotary_factor=0.5"),
+        ("llama", llama, {"pretraining_tp": 2}, "pretraining_tp=2"),
+        ("llama", llama, {"hidden_act": "gelu_fast"}, "hidden_act='gelu_fast'"),
+        ("mistral", mistral, {"sliding_window": 0}, "sliding_window=0"),
+        ("mistral", mistral, {"layer_types": ["sliding_attention"] * 2}, "layer_types="),
+        ("falcon", falcon, {"alibi": True}, "alibi=True"),
+        ("falcon", falcon, {"parallel_attn": False}, "parallel_attn=False"),
+        ("falcon", falcon, {"multi_query": False}, "multi_query=False"),
+        ("falcon_new", falcon, {"num_ln_in_parallel_attn": 3}, "num_ln_in_parallel_attn=3"),
+        ("codegen", codegen, {"rotary_dim": None}, "rotary_dim=None"),
+        ("codegen", codegen, {"n_head": 6, "n_embd": 36}, "n_head=6"),
+        ("codegen", codegen, {"tie_word_embeddings": True}, "tie_word_embeddings=True"),
+        ("gpt_bigcode", starcoder, {"multi_query": False}, "multi_query=False"),
+        ("gpt_bigcode", starcoder, {"add_cross_attention": True}, "add_cross_attention=True"),
+    ],
+)  # fmt: skip
+def test_unsupported_decoder_config_fields(name, family, changes, message):
+    """What the decoder families do not implement is refused, naming the field and value."""
+    config = json.loads(open(os.path.join(fixture_dir(name), "config.json")).read())
+    with pytest.raises(ValueError, match=re.escape(message)):
+        family.from_hf_config({**config, **changes})
+
+
+def test_llama_reads_transformers_4_rope_theta():
+    """Configs written by transformers 4.x: `rope_theta` at the top, `rope_scaling: null`."""
+    config = json.loads(open(os.path.join(fixture_dir("llama"), "config.json")).read())
+    del config["rope_parameters"]
+    config.update(rope_theta=250.0, rope_scaling=None)
+    assert llama.from_hf_config(config).positions.theta == 250.0
+
+
+@pytest.mark.parametrize(
+    ("preset", "model_type"),
+    [("llama-tiny", "llama"), ("mistral-tiny", "mistral"), ("falcon-tiny", "falcon"),
+     ("codegen-tiny", "codegen"), ("starcoder-tiny", "gpt_bigcode")],
+)  # fmt: skip
+def test_decoder_presets_save_as_their_hf_class(tmp_path, preset, model_type):
+    from transformer_jax import presets
+
+    config = presets.get(preset)
+    params = _random_params(config)
+    hf.save(config, params, str(tmp_path))
+    assert json.loads((tmp_path / "config.json").read_text())["model_type"] == model_type
+    config2, params2 = hf.load(str(tmp_path))
+    assert config2 == config
+    assert jax.tree.all(jax.tree.map(np.array_equal, params, params2))
+
+
+# The config.json files published with the preset models (Hugging Face Hub, as of 2024).
+PUBLISHED = {
+    "llama-2-7b": {  # meta-llama/Llama-2-7b-hf
+        "architectures": ["LlamaForCausalLM"], "bos_token_id": 1, "eos_token_id": 2,
+        "hidden_act": "silu", "hidden_size": 4096, "initializer_range": 0.02,
+        "intermediate_size": 11008, "max_position_embeddings": 4096, "model_type": "llama",
+        "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 32,
+        "pretraining_tp": 1, "rms_norm_eps": 1e-05, "rope_scaling": None,
+        "tie_word_embeddings": False, "torch_dtype": "float16",
+        "transformers_version": "4.31.0.dev0", "use_cache": True, "vocab_size": 32000,
+    },
+    "mistral-7b": {  # mistralai/Mistral-7B-v0.1
+        "architectures": ["MistralForCausalLM"], "bos_token_id": 1, "eos_token_id": 2,
+        "hidden_act": "silu", "hidden_size": 4096, "initializer_range": 0.02,
+        "intermediate_size": 14336, "max_position_embeddings": 32768, "model_type": "mistral",
+        "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 8,
+        "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "sliding_window": 4096,
+        "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+        "transformers_version": "4.34.0.dev0", "use_cache": True, "vocab_size": 32000,
+    },
+    "falcon-7b": {  # tiiuae/falcon-7b
+        "alibi": False, "apply_residual_connection_post_layernorm": False,
+        "architectures": ["FalconForCausalLM"], "attention_dropout": 0.0,
+        "auto_map": {"AutoConfig": "configuration_falcon.FalconConfig"}, "bias": False,
+        "bos_token_id": 11, "eos_token_id": 11, "hidden_dropout": 0.0, "hidden_size": 4544,
+        "initializer_range": 0.02, "layer_norm_epsilon": 1e-05, "model_type": "falcon",
+        "multi_query": True, "new_decoder_architecture": False, "num_attention_heads": 71,
+        "num_hidden_layers": 32, "parallel_attn": True, "torch_dtype": "bfloat16",
+        "transformers_version": "4.27.4", "use_cache": True, "vocab_size": 65024,
+    },
+    "codegen-350m-mono": {  # Salesforce/codegen-350M-mono
+        "activation_function": "gelu_new", "architectures": ["CodeGenForCausalLM"],
+        "attn_pdrop": 0.0, "bos_token_id": 1, "embd_pdrop": 0.0, "eos_token_id": 50256,
+        "gradient_checkpointing": False, "initializer_range": 0.02, "layer_norm_epsilon": 1e-05,
+        "model_type": "codegen", "n_ctx": 2048, "n_embd": 1024, "n_head": 16, "n_inner": None,
+        "n_layer": 20, "n_positions": 2048, "resid_pdrop": 0.0, "rotary_dim": 32,
+        "scale_attn_weights": True, "summary_activation": None, "summary_first_dropout": 0.1,
+        "summary_proj_to_labels": True, "summary_type": "cls_index", "summary_use_proj": True,
+        "tie_word_embeddings": False, "tokenizer_class": "GPT2Tokenizer",
+        "torch_dtype": "float16", "transformers_version": "4.21.0.dev0", "use_cache": True,
+        "vocab_size": 51200,
+    },
+    "starcoderbase-1b": {  # bigcode/starcoderbase-1b
+        "activation_function": "gelu_pytorch_tanh", "architectures": ["GPTBigCodeForCausalLM"],
+        "attention_softmax_in_fp32": True, "attn_pdrop": 0.1, "bos_token_id": 0,
+        "embd_pdrop": 0.1, "eos_token_id": 0, "inference_runner": 0, "initializer_range": 0.02,
+        "layer_norm_epsilon": 1e-05, "max_batch_size": None, "max_sequence_length": None,
+        "model_type": "gpt_bigcode", "multi_query": True, "n_embd": 2048, "n_head": 16,
+        "n_inner": 8192, "n_layer": 24, "n_positions": 8192, "pad_key_length": True,
+        "pre_allocate_kv_cache": False, "resid_pdrop": 0.1,
+        "scale_attention_softmax_in_fp32": True, "scale_attn_weights": True,
+        "torch_dtype": "float32", "transformers_version": "4.28.1", "use_cache": True,
+        "validate_runner_input": True, "vocab_size": 49152,
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("preset", sorted(PUBLISHED))
+def test_published_configs_read_as_the_presets(preset):
+    """Each preset is exactly what the loader reads from its model's published config.json
+    (and its config.json reads back as the preset)."""
+    from transformer_jax import presets
+    from transformer_jax.hf.api import family_of
+
+    family = family_of(PUBLISHED[preset], preset)
+    config = presets.get(preset)
+    assert family.from_hf_config(PUBLISHED[preset]) == config
+    assert family.from_hf_config(family.to_hf_config(config)) == config

@@ -70,6 +70,43 @@ def test_rotary_matches_numpy(ref, case):
     np.testing.assert_allclose(np.linalg.norm(got, axis=-1), np.linalg.norm(x, axis=-1), 1e-5)
 
 
+def _hf_rotate_half(x, pos, theta, rdim):
+    """HF LLaMA / Mistral / Falcon, transcribed: emb = cat(freqs, freqs); x*cos +
+    rotate_half(x)*sin with rotate_half(x) = cat(-x2, x1), on the first rdim dims."""
+    inv_freq = 1.0 / theta ** (np.arange(0, rdim, 2) / rdim)
+    freqs = pos[..., None] * inv_freq  # [B, T, R/2]
+    emb = np.concatenate([freqs, freqs], -1)[:, :, None]  # [B, T, 1, R]
+    xr = x[..., :rdim]
+    rot = np.concatenate([-xr[..., rdim // 2 :], xr[..., : rdim // 2]], -1)
+    return np.concatenate([xr * np.cos(emb) + rot * np.sin(emb), x[..., rdim:]], -1)
+
+
+def _hf_rotate_every_two(x, pos, theta, rdim):
+    """HF CodeGen / GPT-J, transcribed: sin, cos repeat_interleave'd by 2; x*cos +
+    rotate_every_two(x)*sin with rotate_every_two = stack(-x[1::2], x[::2]) flattened."""
+    inv_freq = 1.0 / theta ** (np.arange(0, rdim, 2) / rdim)
+    angles = pos[..., None] * inv_freq  # [B, T, R/2]
+    sin = np.repeat(np.sin(angles), 2, -1)[:, :, None]  # [B, T, 1, R]
+    cos = np.repeat(np.cos(angles), 2, -1)[:, :, None]
+    xr = x[..., :rdim]
+    rot = np.stack([-xr[..., 1::2], xr[..., 0::2]], -1).reshape(xr.shape)
+    return np.concatenate([xr * cos + rot * sin, x[..., rdim:]], -1)
+
+
+@pytest.mark.parametrize(
+    "layout, hf_form", [("half", _hf_rotate_half), ("interleaved", _hf_rotate_every_two)]
+)
+@pytest.mark.parametrize("rdim", [H, 4])
+def test_rotary_matches_the_hf_formulas(layout, hf_form, rdim):
+    # The layouts are named after the HF code they must match (LLaMA's rotate_half, CodeGen's
+    # rotate_every_two), here as a second, differently written reference, full and partial.
+    variant = RotaryPositions(rotary_dim=rdim, layout=layout, theta=500.0)
+    x = _x(9)
+    got = np.asarray(_encode(variant)[0].rotate(x))
+    want = hf_form(x.astype(np.float64), POSITIONS, 500.0, rdim)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-5)
+
+
 def test_rotary_layouts_differ_and_position_zero_is_identity():
     x = _x(2)
     half, _ = _encode(RotaryPositions())

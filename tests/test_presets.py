@@ -45,6 +45,11 @@ def backbone(cfg: ModelConfig) -> int:
         ("bert-base", 110_106_428),
         ("bart-base", 139_420_416),
         ("bart-large", 406_291_456),
+        ("llama-2-7b", 6_738_415_616),
+        ("mistral-7b", 7_241_732_096),
+        ("falcon-7b", 6_921_720_704),
+        ("codegen-350m-mono", 356_712_448),
+        ("starcoderbase-1b", 1_137_207_296),
     ],
 )
 def test_published_parameter_counts(name, count):

@@ -261,6 +261,13 @@ class NormConfig(_Group):
         _choice("norm.parallel_norms", self.parallel_norms, (1, 2))
         if not isinstance(self.eps, int | float) or self.eps <= 0:
             _fail("norm.eps", self.eps, "must be > 0.")
+        if self.parallel_norms == 2 and self.residual != "parallel":
+            _fail(
+                "norm.parallel_norms",
+                2,
+                f"is for norm.residual='parallel', not {self.residual!r}; two norms feed the "
+                "parallel attention and feed-forward branches (set parallel_norms=1).",
+            )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -99,6 +99,13 @@ def config_dict_to_current(values: Mapping[str, Any]) -> dict[str, Any]:
         )
     if version == 1:
         values = legacy_to_nested(values)
+    norm = values.get("norm")
+    if isinstance(norm, Mapping) and norm.get("parallel_norms") == 2:
+        if norm.get("residual", "post") != "parallel":
+            # Before issue 9, parallel_norms=2 was accepted and ignored outside the parallel
+            # residual (the same parameters either way); it is a ValueError now, so configs
+            # stored with it read as the model they always were.
+            values["norm"] = {**norm, "parallel_norms": 1}
     return values
 
 

@@ -14,9 +14,23 @@ from __future__ import annotations
 from types import ModuleType
 
 from transformer_jax.config import ModelConfig
-from transformer_jax.families import bart, bert, gpt2, transformer
+from transformer_jax.families import (
+    bart,
+    bert,
+    codegen,
+    falcon,
+    gpt2,
+    llama,
+    mistral,
+    starcoder,
+    transformer,
+)
 
-_MODULES: tuple[ModuleType, ...] = (gpt2, bert, bart, transformer)
+# Order matters to hf.save: a config is saved as the first family whose config.json reads
+# back as it (LLaMA before Mistral: a LLaMA config is also a Mistral one without a window).
+_MODULES: tuple[ModuleType, ...] = (
+    gpt2, bert, bart, transformer, llama, mistral, falcon, codegen, starcoder
+)  # fmt: skip
 
 FAMILIES: dict[str, ModuleType] = {m.__name__.rsplit(".", 1)[-1]: m for m in _MODULES}
 

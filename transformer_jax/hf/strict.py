@@ -60,3 +60,33 @@ def choose(family: str, key: str, value: Any, mapping: Mapping[Any, Any]) -> Any
             f"{family} config.json: {key}={value!r} is not supported; supported: {list(mapping)}."
         )
     return mapping[value]
+
+
+ROPE_FIELDS = {"rope_theta", "rope_scaling", "rope_parameters"}
+
+
+def rope_theta(hf: Mapping[str, Any], family: str, default: float = 10000.0) -> float:
+    """The RoPE base of a config.json, from `rope_theta` (transformers 4.x) or
+    `rope_parameters` (5.x). Only the original rotary ("default" type) is implemented: any
+    scaling (linear, dynamic, yarn, llama3, ...) or partial rotary factor is refused by name."""
+    theta = hf.get("rope_theta", default)
+    for key in ("rope_scaling", "rope_parameters"):
+        params = hf.get(key)
+        if params is None:
+            continue
+        if not isinstance(params, Mapping):
+            raise ValueError(f"{family} config.json: {key}={params!r} is not a dict.")
+        kind = params.get("rope_type", params.get("type", "default"))
+        if kind != "default":
+            raise ValueError(
+                f"{family} config.json: {key}.rope_type={kind!r} is not supported; "
+                "transformer_jax implements only rope_type='default' (unscaled RoPE)."
+            )
+        for name, value in params.items():
+            if name not in ("rope_type", "type", "rope_theta"):
+                raise ValueError(
+                    f"{family} config.json: {key}.{name}={value!r} is not supported; "
+                    "transformer_jax implements only unscaled RoPE over the whole head."
+                )
+        theta = params.get("rope_theta", theta)
+    return float(theta)

@@ -39,8 +39,47 @@ def _merge_heads_first(s: Shape) -> Shape:  # [N, H, D] -> [N*H, D]
 
 
 def _split(x: np.ndarray, shapes: list[Shape], axis: int) -> list[np.ndarray]:
-    parts = np.split(x, len(shapes), axis=axis)
+    """Consecutive pieces of `x` along `axis`, piece j of size prod(shapes[j][axis:]) (q | k | v
+    of unequal sizes with grouped/multi-query heads), each reshaped to shapes[j]."""
+    bounds = np.cumsum([prod(s[axis:]) for s in shapes])[:-1]
+    parts = np.split(x, bounds, axis=axis)
     return [p.reshape(s) for p, s in zip(parts, shapes, strict=True)]
+
+
+def _grouped_to_hf(xs: list[np.ndarray]) -> np.ndarray:
+    """q [..., N, H], k and v [..., K, H] -> [..., K * (G + 2) * H], laid out per key/value
+    head as [q x G, k, v] (Falcon's fused query_key_value; K = 1: [q heads, k, v])."""
+    q, k, v = xs
+    *lead, kv, head = k.shape
+    q = q.reshape(*lead, kv, -1, head)  # [..., K, G, H]
+    fused = np.concatenate([q, k[..., None, :], v[..., None, :]], axis=-2)  # [..., K, G+2, H]
+    return fused.reshape(*lead, -1)  # [..., K*(G+2)*H]
+
+
+def _grouped_to_ours(x: np.ndarray, shapes: list[Shape]) -> list[np.ndarray]:
+    """Inverse of `_grouped_to_hf`: [..., K * (G + 2) * H] -> q [..., N, H], k, v [..., K, H]."""
+    *lead, kv, head = shapes[1]
+    fused = x.reshape(*lead, kv, -1, head)  # [..., K, G+2, H]
+    q = fused[..., :-2, :].reshape(shapes[0])  # [..., K, G, H] -> [..., N, H]
+    return [q, fused[..., -2, :].reshape(shapes[1]), fused[..., -1, :].reshape(shapes[2])]
+
+
+CODEGEN_MP = 4  # CodeGen's qkv_proj is split into 4 blocks, each [q | v | k] of N/4 heads
+
+
+def _codegen_to_hf(xs: list[np.ndarray]) -> np.ndarray:
+    """query, key, value kernels [D, N, H] -> CodeGen's qkv_proj weight [3*N*H, D]: 4 blocks
+    (heads g*N/4 .. (g+1)*N/4 - 1), each [q | v | k] (note: v before k)."""
+    q, k, v = (x.reshape(x.shape[0], CODEGEN_MP, -1) for x in xs)  # [D, 4, N/4*H]
+    fused = np.stack([q, v, k], axis=2)  # [D, 4, 3, N/4*H]
+    return fused.reshape(fused.shape[0], -1).T  # [D, 3*N*H] -> [3*N*H, D]
+
+
+def _codegen_to_ours(x: np.ndarray, shapes: list[Shape]) -> list[np.ndarray]:
+    d = shapes[0][0]
+    fused = x.T.reshape(d, CODEGEN_MP, 3, -1)  # [3*N*H, D] -> [D, 4, 3 (q, v, k), N/4*H]
+    q, v, k = (fused[:, :, j].reshape(shapes[0]) for j in range(3))  # [D, N, H] each
+    return [q, k, v]
 
 
 TRANSFORMS: dict[str, Transform] = {
@@ -88,10 +127,34 @@ TRANSFORMS: dict[str, Transform] = {
         to_ours=lambda x, ss: _split(x, ss, axis=1),
         hf_shape=lambda ss: (ss[0][0], sum(prod(s[1:]) for s in ss)),
     ),
-    "fused_flat": Transform(  # c_attn bias [3*N*H] <-> three [N, H]
+    "fused_flat": Transform(  # c_attn bias [(N+2K)*H] <-> [N, H], [K, H], [K, H]
         to_hf=lambda xs: np.concatenate([x.reshape(-1) for x in xs]),
         to_ours=lambda x, ss: _split(x, ss, axis=0),
         hf_shape=lambda ss: (sum(prod(s) for s in ss),),
+    ),
+    # A torch Linear fusing q | k | v along its outputs, [(N+2K)*H, D] (GPTBigCode's c_attn)
+    # <-> query [D, N, H], key and value [D, K, H].
+    "linear_fused_qkv": Transform(
+        to_hf=lambda xs: np.concatenate([x.reshape(_merge_heads_last(x.shape)) for x in xs], 1).T,
+        to_ours=lambda x, ss: _split(x.T, ss, axis=1),
+        hf_shape=lambda ss: (sum(prod(s[1:]) for s in ss), ss[0][0]),
+    ),
+    # Falcon's query_key_value: Linear [K*(G+2)*H, D], per key/value head [q x G, k, v].
+    "linear_grouped_qkv": Transform(
+        to_hf=lambda xs: _grouped_to_hf(xs).T,
+        to_ours=lambda x, ss: _grouped_to_ours(x.T, ss),
+        hf_shape=lambda ss: (sum(prod(s[1:]) for s in ss), ss[0][0]),
+    ),
+    "grouped_flat": Transform(  # its bias [K*(G+2)*H] <-> [N, H], [K, H], [K, H]
+        to_hf=_grouped_to_hf,
+        to_ours=_grouped_to_ours,
+        hf_shape=lambda ss: (sum(prod(s) for s in ss),),
+    ),
+    # CodeGen's qkv_proj: Linear [3*N*H, D] in 4 blocks of [q | v | k] (see _codegen_to_hf).
+    "codegen_qkv": Transform(
+        to_hf=_codegen_to_hf,
+        to_ours=_codegen_to_ours,
+        hf_shape=lambda ss: (sum(prod(s[1:]) for s in ss), ss[0][0]),
     ),
 }
 
