@@ -45,6 +45,10 @@ def backbone(cfg: ModelConfig) -> int:
         ("bert-base", 110_106_428),
         ("bart-base", 139_420_416),
         ("bart-large", 406_291_456),
+        ("t5-small", 60_506_624),
+        ("t5-base", 222_903_552),
+        ("flan-t5-base", 247_577_856),
+        ("mt5-small", 300_176_768),
     ],
 )
 def test_published_parameter_counts(name, count):

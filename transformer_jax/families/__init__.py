@@ -14,9 +14,9 @@ from __future__ import annotations
 from types import ModuleType
 
 from transformer_jax.config import ModelConfig
-from transformer_jax.families import bart, bert, gpt2, transformer
+from transformer_jax.families import bart, bert, gpt2, mt5, t5, transformer
 
-_MODULES: tuple[ModuleType, ...] = (gpt2, bert, bart, transformer)
+_MODULES: tuple[ModuleType, ...] = (gpt2, bert, bart, transformer, t5, mt5)
 
 FAMILIES: dict[str, ModuleType] = {m.__name__.rsplit(".", 1)[-1]: m for m in _MODULES}
 
