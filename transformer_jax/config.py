@@ -350,7 +350,9 @@ class ModelConfig:
       * paper Transformer: sinusoidal positions, embed.scale, post-LN, ReLU, tied output;
       * BERT: learned positions, token types, embed.norm, post-LN, GELU, pooler + MLM head;
       * GPT-2: learned positions, pre-LN with a final norm, tanh-GELU, tied output;
-      * BART: learned positions with offset 2, embed.norm, post-LN, GELU, tied output.
+      * BART: learned positions with offset 2, embed.norm, post-LN, GELU, tied output;
+      * T5: relative positions, attention.scale 1, no biases, pre-RMSNorm + final norm,
+        ReLU with a tied output scaled by d_model^-0.5 (v1.0) or gated GELU, untied (v1.1).
     """
 
     arch: Arch  # encoder | decoder | encoder_decoder
