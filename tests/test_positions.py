@@ -1,5 +1,6 @@
 """Position schemes (nn/positions.py): rotary against the RoFormer formula (NumPy, conftest)
-and its relative property, sinusoidal layouts against the paper's table, learned and none.
+and its relative property, sinusoidal layouts against the paper's table, learned and none,
+T5's relative buckets and bias against a NumPy version written here.
 
 Sizes: B=3 rows, T=5 tokens, 2 heads of H=10 (rotary), embedding width E=7.
 """
@@ -14,12 +15,14 @@ import pytest
 from transformer_jax.config import (
     LearnedPositions,
     NoPositions,
+    RelativePositions,
     RotaryPositions,
     SinusoidalPositions,
 )
 from transformer_jax.nn.positions import (
     PositionEncoding,
     PositionScheme,
+    relative_buckets,
     rotary_angles,
     sinusoidal_table,
 )
@@ -207,3 +210,67 @@ def test_rotary_layer_matches_numpy(ref):
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-4)
     unrotated = ref.layer(cfg, ref.f64(params), x.astype(np.float64), mask)
     assert np.abs(want - unrotated).max() > 1e-3
+
+
+def np_buckets(relative, bidirectional, num_buckets, max_distance):
+    """Mesh TensorFlow's _relative_position_bucket, one relative position at a time, with
+    its float32 log and truncation toward zero."""
+    out = np.zeros(relative.shape, np.int64)
+    for idx, rel in np.ndenumerate(relative):
+        n, bucket = num_buckets, 0
+        if bidirectional:
+            n //= 2
+            bucket = n if rel > 0 else 0
+            dist = abs(int(rel))
+        else:
+            dist = max(-int(rel), 0)
+        exact = n // 2
+        if dist < exact:
+            out[idx] = bucket + dist
+            continue
+        f32 = np.float32
+        log = np.log(f32(dist) / f32(exact)) / f32(np.log(max_distance / exact)) * f32(n - exact)
+        out[idx] = bucket + min(exact + int(log), n - 1)
+    return out
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+@pytest.mark.parametrize("num_buckets, max_distance", [(32, 128), (6, 9), (10, 20)])
+def test_relative_buckets_match_numpy(bidirectional, num_buckets, max_distance):
+    relative = np.arange(-300, 301)
+    got = relative_buckets(
+        jnp.asarray(relative),
+        bidirectional=bidirectional,
+        num_buckets=num_buckets,
+        max_distance=max_distance,
+    )
+    want = np_buckets(relative, bidirectional, num_buckets, max_distance)
+    np.testing.assert_array_equal(np.asarray(got), want)
+    assert 0 <= want.min() and want.max() == num_buckets - 1
+    if (num_buckets, max_distance) == (32, 128):  # T5's published buckets
+        at = dict(zip(relative.tolist(), want.tolist(), strict=True))
+        if bidirectional:  # 16 per direction, 8 exact: 8 + int(log(d / 8) / log(16) * 8)
+            expected = {0: 0, -1: 1, -7: 7, -8: 8, -20: 10, -127: 15, -300: 15, 1: 17, 8: 24,
+                        300: 31}  # fmt: skip
+        else:  # 32 for the past, 16 exact: 16 + int(log(d / 16) / log(8) * 16); future: 0
+            expected = {0: 0, -1: 1, -8: 8, -15: 15, -16: 16, -20: 17, -127: 31, -300: 31, 5: 0}
+        assert {k: at[k] for k in expected} == expected
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_relative_bias_is_the_table_at_each_pairs_bucket(causal):
+    """The bias [B, N, T, S] at query positions against key positions (cache slots in
+    decoding: rows at different absolute positions)."""
+    variant = RelativePositions(num_buckets=8, max_distance=12)
+    scheme = PositionScheme(
+        variant, features=E, max_len=MAX_LEN, head_dim=H, num_heads=HEADS, causal=causal
+    )
+    keys = np.arange(16)[None]  # [1, S]
+    variables = scheme.init(jax.random.key(0), jnp.asarray(POSITIONS), jnp.asarray(keys))
+    table = np.asarray(variables["params"]["relative_bias"])  # [8, N]
+    assert table.shape == (8, HEADS)
+    enc = scheme.apply(variables, jnp.asarray(POSITIONS), jnp.asarray(keys))
+    assert enc.embedding is None and enc.sin is None
+    relative = keys[:, None, :] - POSITIONS[:, :, None]  # [B, T, S]
+    want = table[np_buckets(relative, not causal, 8, 12)]  # [B, T, S, N]
+    np.testing.assert_array_equal(np.asarray(enc.bias), want.transpose(0, 3, 1, 2))

@@ -50,6 +50,10 @@ def backbone(cfg: ModelConfig) -> int:
         ("falcon-7b", 6_921_720_704),
         ("codegen-350m-mono", 356_712_448),
         ("starcoderbase-1b", 1_137_207_296),
+        ("t5-small", 60_506_624),
+        ("t5-base", 222_903_552),
+        ("flan-t5-base", 247_577_856),
+        ("mt5-small", 300_176_768),
     ],
 )
 def test_published_parameter_counts(name, count):

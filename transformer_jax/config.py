@@ -10,8 +10,8 @@ component, and each module is built from its group only:
 
     attention   AttentionConfig     heads, key/value heads, head size, score scale, biases,
                                     dropout, per-layer global/local pattern
-    positions   LearnedPositions | SinusoidalPositions | RotaryPositions | NoPositions (a variant
-                                    with its own parameters; computed once per stack call)
+    positions   LearnedPositions | SinusoidalPositions | RotaryPositions | RelativePositions |
+                NoPositions         (a variant with its own parameters; once per stack call)
     ffn         FeedForwardConfig   width, activation, gating, biases
     norm        NormConfig          kind, eps, residual wiring (post / pre / parallel), final norm
     embed       EmbeddingConfig     sqrt(d) scaling, norm, token types, factorised size
@@ -207,10 +207,37 @@ class RotaryPositions(_Group):
         _choice("positions.layout", self.layout, ROTARY_LAYOUTS)
 
 
+@dataclasses.dataclass(frozen=True)
+class RelativePositions(_Group):
+    """T5's relative position bias: a learned [num_buckets, heads] table per stack, indexed by
+    the log-spaced bucket of (key position - query position) and added to the self-attention
+    scores (bidirectional buckets in an encoder, causal ones in a decoder); nothing is added
+    to the embeddings, cross-attention gets no bias."""
+
+    kind: ClassVar[str] = "relative"
+    num_buckets: int = 32  # buckets per stack (half per direction when bidirectional)
+    max_distance: int = 128  # distances >= this share the last bucket
+
+    def __post_init__(self) -> None:
+        _positive_int("positions.num_buckets", self.num_buckets)
+        _positive_int("positions.max_distance", self.max_distance)
+        if self.num_buckets < 4:
+            _fail("positions.num_buckets", self.num_buckets, "must be >= 4 (T5 uses 32).")
+
+
 POSITION_VARIANTS = {
-    v.kind: v for v in (LearnedPositions, SinusoidalPositions, RotaryPositions, NoPositions)
+    v.kind: v
+    for v in (
+        LearnedPositions,
+        SinusoidalPositions,
+        RotaryPositions,
+        RelativePositions,
+        NoPositions,
+    )
 }
-Positions = LearnedPositions | SinusoidalPositions | RotaryPositions | NoPositions
+Positions = (
+    LearnedPositions | SinusoidalPositions | RotaryPositions | RelativePositions | NoPositions
+)
 
 
 def positions_to_dict(p: Positions) -> dict[str, Any]:
@@ -330,7 +357,9 @@ class ModelConfig:
       * paper Transformer: sinusoidal positions, embed.scale, post-LN, ReLU, tied output;
       * BERT: learned positions, token types, embed.norm, post-LN, GELU, pooler + MLM head;
       * GPT-2: learned positions, pre-LN with a final norm, tanh-GELU, tied output;
-      * BART: learned positions with offset 2, embed.norm, post-LN, GELU, tied output.
+      * BART: learned positions with offset 2, embed.norm, post-LN, GELU, tied output;
+      * T5: relative positions, attention.scale 1, no biases, pre-RMSNorm + final norm,
+        ReLU with a tied output scaled by d_model^-0.5 (v1.0) or gated GELU, untied (v1.1).
     """
 
     arch: Arch  # encoder | decoder | encoder_decoder

@@ -5,7 +5,10 @@
 * `EncoderDecoder` (paper, BART): encoder + causal decoder with cross-attention; `encode`
   once, then `decode` (optionally with a KV cache).
 
-Positions holding `config.pad_id` are masked as keys everywhere. Packed rows pass
+Which keys are real: an explicit `valid` [B, S] bool (True = real token) where given, else
+the packed rows' `segment_ids` > 0, else every position not holding `config.pad_id` (the
+default). T5 and Marian start the decoder with the pad id itself, so their teacher-forced
+targets pass `valid` (or segment ids) for the start token to be seen. Packed rows pass
 `segment_ids` (and per-example `positions`) so that examples never attend to each other.
 Parameters are float32; activations use `config.dtype`; logits are returned as float32.
 """
@@ -61,8 +64,20 @@ def _positions(tokens: jax.Array, positions: jax.Array | None) -> jax.Array:
     return positions
 
 
-def _key_mask(config: ModelConfig, tokens: jax.Array) -> jax.Array | None:
-    """[B, 1, 1, S]: keys that do not hold the pad id (None if the config has no pad id)."""
+def _key_mask(
+    config: ModelConfig,
+    tokens: jax.Array | None,  # [B, S]
+    valid: jax.Array | None = None,  # [B, S] bool, True = real key
+    segment_ids: jax.Array | None = None,  # [B, S] int, 0 = padding
+) -> jax.Array | None:
+    """[B, 1, 1, S]: the real keys: `valid` if given, else segment ids > 0 (packed rows),
+    else the keys that do not hold the pad id (None if the config has no pad id)."""
+    if valid is not None:
+        return padding_mask(jnp.asarray(valid, bool))
+    if segment_ids is not None:
+        return padding_mask(segment_ids > 0)
+    if tokens is None:
+        raise ValueError("Pass the tokens or their key validity (`valid` / `src_valid`).")
     return None if config.pad_id is None else padding_mask(tokens != config.pad_id)
 
 
@@ -79,10 +94,11 @@ class Stack(nn.Module):
     config: ModelConfig
     num_layers: int
     cross: bool = False
+    causal: bool = False  # causal self-attention (decoders): causal relative buckets
 
     def setup(self) -> None:
         cfg = self.config
-        self.embed = InputEmbedding(cfg)
+        self.embed = InputEmbedding(cfg, causal=self.causal)
         groups = self.num_layers if cfg.layer_groups is None else cfg.layer_groups
         self.layers = [
             TransformerLayer.from_config(cfg, cross=self.cross, name=f"layer_{g}")
@@ -108,13 +124,15 @@ class Stack(nn.Module):
         deterministic: bool = True,
     ) -> tuple[jax.Array, Cache | None]:
         att = self.config.attention
-        x, encoding = self.embed(tok, positions, token_types, deterministic=deterministic)
         if cache is not None and len(cache) != self.num_layers:
             raise ValueError(f"Cache has {len(cache)} layers; the model has {self.num_layers}.")
+        # Key positions: the tokens themselves, or the cache slots (slot j = position j).
+        keys = positions if cache is None else jnp.arange(cache[0]["self"].length)[None]
+        x, encoding = self.embed(
+            tok, positions, token_types, deterministic=deterministic, key_positions=keys
+        )
         masks = {"global": mask}
         if "local" in att.pattern:  # keys q - window < k (causality comes with `mask`)
-            # Key positions: the tokens themselves, or the cache slots (slot j = position j).
-            keys = positions if cache is None else jnp.arange(cache[0]["self"].length)[None]
             masks["local"] = combine_masks(mask, window_mask(positions, keys, att.window))
         cache_index = None if cache is None else positions[:, 0]  # [B]
         new_cache = None if cache is None else []
@@ -204,12 +222,15 @@ class EncoderOnly(_OutputMixin, nn.Module):
         *,
         positions: jax.Array | None = None,
         segment_ids: jax.Array | None = None,
+        valid: jax.Array | None = None,  # [B, T] bool real tokens; None: see the module doc
         deterministic: bool = True,
     ) -> jax.Array:
         """Hidden states [B, T, D]."""
         cfg = self.config
         _check_length(cfg, tokens.shape[1], "Input")
-        mask = combine_masks(_key_mask(cfg, tokens), _segments(segment_ids, segment_ids))
+        mask = combine_masks(
+            _key_mask(cfg, tokens, valid, segment_ids), _segments(segment_ids, segment_ids)
+        )
         h, _ = self.encoder(
             self.token_embed(tokens),
             _positions(tokens, positions),
@@ -250,6 +271,7 @@ class EncoderOnly(_OutputMixin, nn.Module):
         *,
         positions: jax.Array | None = None,
         segment_ids: jax.Array | None = None,
+        valid: jax.Array | None = None,
         deterministic: bool = True,
     ) -> jax.Array:
         """MLM logits [B, T, V]."""
@@ -258,6 +280,7 @@ class EncoderOnly(_OutputMixin, nn.Module):
             token_types,
             positions=positions,
             segment_ids=segment_ids,
+            valid=valid,
             deterministic=deterministic,
         )
         return self.mlm_logits(h)
@@ -297,7 +320,7 @@ class DecoderOnly(_OutputMixin, nn.Module):
 
     def setup(self) -> None:
         self._setup_output()
-        self.decoder = Stack(self.config, self.config.num_layers)
+        self.decoder = Stack(self.config, self.config.num_layers, causal=True)
 
     def __call__(
         self,
@@ -305,11 +328,16 @@ class DecoderOnly(_OutputMixin, nn.Module):
         *,
         positions: jax.Array | None = None,
         segment_ids: jax.Array | None = None,
+        valid: jax.Array | None = None,
         deterministic: bool = True,
     ) -> jax.Array:
         """Logits [B, T, V]; position t sees tokens 0..t only."""
         h = self.features(
-            tokens, positions=positions, segment_ids=segment_ids, deterministic=deterministic
+            tokens,
+            positions=positions,
+            segment_ids=segment_ids,
+            valid=valid,
+            deterministic=deterministic,
         )
         return self._logits(h)
 
@@ -319,6 +347,7 @@ class DecoderOnly(_OutputMixin, nn.Module):
         *,
         positions: jax.Array | None = None,
         segment_ids: jax.Array | None = None,
+        valid: jax.Array | None = None,  # [B, T] bool real tokens; None: see the module doc
         deterministic: bool = True,
     ) -> jax.Array:
         """The backbone's output: final hidden states [B, T, D], before the projection."""
@@ -326,7 +355,7 @@ class DecoderOnly(_OutputMixin, nn.Module):
         _check_length(cfg, tokens.shape[1], "Input")
         mask = combine_masks(
             causal_mask(tokens.shape[1]),
-            _key_mask(cfg, tokens),
+            _key_mask(cfg, tokens, valid, segment_ids),
             _segments(segment_ids, segment_ids),
         )
         h, _ = self.decoder(
@@ -364,7 +393,7 @@ class EncoderDecoder(_OutputMixin, nn.Module):
         cfg = self.config
         self._setup_output()
         self.encoder = Stack(cfg, cfg.num_layers)
-        self.decoder = Stack(cfg, cfg.decoder_layers, cross=True)
+        self.decoder = Stack(cfg, cfg.decoder_layers, cross=True, causal=True)
 
     def encode(
         self,
@@ -372,12 +401,15 @@ class EncoderDecoder(_OutputMixin, nn.Module):
         *,
         positions: jax.Array | None = None,
         segment_ids: jax.Array | None = None,
+        valid: jax.Array | None = None,  # [B, S] bool real tokens; None: see the module doc
         deterministic: bool = True,
     ) -> jax.Array:
         """Encoder output [B, S, D]."""
         cfg = self.config
         _check_length(cfg, src.shape[1], "Source")
-        mask = combine_masks(_key_mask(cfg, src), _segments(segment_ids, segment_ids))
+        mask = combine_masks(
+            _key_mask(cfg, src, valid, segment_ids), _segments(segment_ids, segment_ids)
+        )
         h, _ = self.encoder(
             self.token_embed(src), _positions(src, positions), mask, deterministic=deterministic
         )
@@ -387,16 +419,19 @@ class EncoderDecoder(_OutputMixin, nn.Module):
         self,
         tgt: jax.Array,  # [B, T] decoder input tokens
         encoded: jax.Array | None,  # [B, S, D]; may be None once the cache holds cross K/V
-        src: jax.Array,  # [B, S] source tokens (their pad ids mask the cross-attention keys)
+        src: jax.Array | None,  # [B, S] source tokens (their pad ids mask the cross keys)
         *,
         positions: jax.Array | None = None,
         segment_ids: jax.Array | None = None,  # [B, T] target segments (packed rows)
         src_segment_ids: jax.Array | None = None,  # [B, S]
+        valid: jax.Array | None = None,  # [B, T] bool real target tokens (uncached)
+        src_valid: jax.Array | None = None,  # [B, S] bool real source tokens (src may be None)
         cache: Cache | None = None,
         deterministic: bool = True,
     ) -> tuple[jax.Array, Cache | None]:
         """(logits [B, T, V], new cache or None). With a cache, `positions` are required and
-        cross-attention keys/values are projected on the first call and kept in the cache."""
+        cross-attention keys/values are projected on the first call and kept in the cache;
+        the cache's slots, not the pad id, decide which decoder keys are seen."""
         h, new_cache = self._decode_hidden(
             tgt,
             encoded,
@@ -404,21 +439,37 @@ class EncoderDecoder(_OutputMixin, nn.Module):
             positions=positions,
             segment_ids=segment_ids,
             src_segment_ids=src_segment_ids,
+            valid=valid,
+            src_valid=src_valid,
             cache=cache,
             deterministic=deterministic,
         )
         return self._logits(h), new_cache
 
     def _decode_hidden(
-        self, tgt, encoded, src, *, positions, segment_ids, src_segment_ids, cache, deterministic
+        self,
+        tgt,
+        encoded,
+        src,
+        *,
+        positions,
+        segment_ids,
+        src_segment_ids,
+        cache,
+        deterministic,
+        valid=None,
+        src_valid=None,
     ) -> tuple[jax.Array, Cache | None]:
         cfg = self.config
-        cross_mask = combine_masks(_key_mask(cfg, src), _segments(segment_ids, src_segment_ids))
+        cross_mask = combine_masks(
+            _key_mask(cfg, src, src_valid, src_segment_ids),
+            _segments(segment_ids, src_segment_ids),
+        )
         if cache is None:
             _check_length(cfg, tgt.shape[1], "Target")
             mask = combine_masks(
                 causal_mask(tgt.shape[1]),
-                _key_mask(cfg, tgt),
+                _key_mask(cfg, tgt, valid, segment_ids),
                 _segments(segment_ids, segment_ids),
             )
             positions = _positions(tgt, positions)
@@ -460,11 +511,17 @@ class EncoderDecoder(_OutputMixin, nn.Module):
         src_segment_ids: jax.Array | None = None,
         tgt_positions: jax.Array | None = None,
         tgt_segment_ids: jax.Array | None = None,
+        src_valid: jax.Array | None = None,  # [B, S] bool real source tokens
+        tgt_valid: jax.Array | None = None,  # [B, T] bool real target tokens
         deterministic: bool = True,
     ) -> jax.Array:
         """Teacher-forced logits [B, T, V]."""
         encoded = self.encode(
-            src, positions=src_positions, segment_ids=src_segment_ids, deterministic=deterministic
+            src,
+            positions=src_positions,
+            segment_ids=src_segment_ids,
+            valid=src_valid,
+            deterministic=deterministic,
         )
         logits, _ = self.decode(
             tgt,
@@ -473,6 +530,8 @@ class EncoderDecoder(_OutputMixin, nn.Module):
             positions=tgt_positions,
             segment_ids=tgt_segment_ids,
             src_segment_ids=src_segment_ids,
+            valid=tgt_valid,
+            src_valid=src_valid,
             deterministic=deterministic,
         )
         return logits

@@ -20,9 +20,13 @@ Then each fixture is loaded with `transformer_jax.hf.load` (and `hf.load_tokeniz
 back with `hf.save(..., tokenizer=...)` (in the project's own environment, $TJ_PYTHON or
 .venv/bin/python, which has JAX), and that directory is loaded by transformers again: its
 outputs and encodings must equal the stored ones and no tensor may be missing or unexpected.
-`--check-only` runs only that check; `--no-check` skips it; `--only a,b` limits both to the
-named fixtures (the decoder families of issue 9: llama, mistral, falcon, falcon_new, codegen,
-gpt_bigcode; see CAUSAL; "spm" for the sentencepiece tokenizer).
+`--check-only` runs only that check; `--no-check` skips it. Fixture names as arguments
+(`make_fixtures.py t5 t5_v11 mt5`, or `--only a,b`) make and check only those (the decoder
+families of issue 9: llama, mistral, falcon, falcon_new, codegen, gpt_bigcode, see CAUSAL;
+"spm" for the sentencepiece tokenizer); every fixture keeps its own seed (SEEDS).
+
+T5 (v1.0 tied + rescaled, v1.1 gated and untied, with unequal encoder/decoder depths) and
+mT5 carry padded targets that start with the pad id, and HF's greedy and beam tokens.
 """
 
 from __future__ import annotations
@@ -288,6 +292,87 @@ def run_causal(name, model, ref_dir=None):
         gen_tokens=generated,
         gen_eos_id=eos,
     )
+
+
+T5_VOCAB, T5_KV = 103, 6  # head size 6 with 3 heads: inner width 18 != d_model 24
+
+
+def t5_model(name):
+    """T5 v1.0 (ReLU, tied, rescaled output; 2 encoder / 3 decoder layers), T5 v1.1 (gated
+    GELU, untied; 3 / 2 layers) and mT5 (gated, untied; 2 / 2). Few buckets with a short
+    max_distance, so that the log-spaced buckets are reached by 9-token inputs."""
+    v11 = name != "t5"
+    kw = dict(
+        vocab_size=T5_VOCAB, d_model=D, d_kv=T5_KV, d_ff=FFN, num_heads=HEADS,
+        relative_attention_num_buckets={"t5": 8, "t5_v11": 6, "mt5": 10}[name],
+        relative_attention_max_distance={"t5": 12, "t5_v11": 9, "mt5": 20}[name],
+        num_layers={"t5": 2, "t5_v11": 3, "mt5": 2}[name],
+        num_decoder_layers={"t5": 3, "t5_v11": 2, "mt5": 2}[name],
+        feed_forward_proj="gated-gelu" if v11 else "relu", tie_word_embeddings=not v11,
+        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+    )  # fmt: skip
+    if name == "mt5":
+        return transformers.MT5ForConditionalGeneration(transformers.MT5Config(**kw))
+    return transformers.T5ForConditionalGeneration(transformers.T5Config(**kw))
+
+
+def untie_t5(name, out_dir, seed):
+    """transformers 5 ties every T5's lm_head to `shared` (it unties a file whose
+    lm_head.weight differs): write a random lm_head.weight, and for t5_v11 the config.json
+    of a 4.x-era v1.1 file (tie_word_embeddings false, no scale_decoder_outputs). Its scale
+    is 0.3 * d_model^-0.5, the tied v1.0 head's effective one: logits of size ~1, where
+    float32 rounding (HF's own: ~1e-5 from float64 at logits of size 5) stays below 1e-5."""
+    from safetensors.torch import load_file, save_file
+
+    path = os.path.join(out_dir, "model.safetensors")
+    tensors = load_file(path)
+    g = torch.Generator().manual_seed(100 + seed)
+    scale = 0.3 * D**-0.5
+    tensors["lm_head.weight"] = scale * torch.randn(tensors["shared.weight"].shape, generator=g)
+    save_file(tensors, path, metadata={"format": "pt"})
+    if name == "t5_v11":
+        with open(os.path.join(out_dir, "config.json")) as f:
+            config = json.load(f)
+        config.pop("scale_decoder_outputs", None)
+        config["tie_word_embeddings"] = False
+        with open(os.path.join(out_dir, "config.json"), "w") as f:
+            json.dump(config, f, indent=2)
+
+
+def run_t5(model, ref_dir=None):
+    """Padded sources and targets; the decoder starts with the pad id 0 (HF sees it through
+    decoder_attention_mask). Greedy and beam generation with use_cache=False (transformers 5
+    cannot cache unequal encoder/decoder depths) and the pad id suppressed (our sampler never
+    emits it)."""
+    rng = np.random.default_rng(4)
+    src = tokens(rng, (2, 9), 2, T5_VOCAB)
+    mask = np.ones_like(src)
+    src[1, 6:], mask[1, 6:] = 0, 0
+    tgt = tokens(rng, (2, 7), 2, T5_VOCAB)
+    tgt[:, 0] = 0  # decoder start = pad
+    tgt_mask = np.ones_like(tgt)
+    tgt[1, 5:], tgt_mask[1, 5:] = 0, 0
+    with torch.no_grad():
+        logits = model(
+            input_ids=torch.tensor(src),
+            attention_mask=torch.tensor(mask),
+            decoder_input_ids=torch.tensor(tgt),
+            decoder_attention_mask=torch.tensor(tgt_mask),
+        ).logits.numpy()
+    out = {"input_ids": src, "attention_mask": mask, "decoder_input_ids": tgt,
+           "decoder_attention_mask": tgt_mask, "logits": logits}  # fmt: skip
+    if ref_dir is None:
+        common = dict(
+            attention_mask=torch.tensor(mask), max_new_tokens=8, do_sample=False,
+            decoder_start_token_id=0, eos_token_id=1, pad_token_id=0, suppress_tokens=[0],
+            use_cache=False, min_length=0, no_repeat_ngram_size=0,
+        )  # fmt: skip
+        gen = model.generate(torch.tensor(src), num_beams=1, **common).numpy()
+        beam = model.generate(
+            torch.tensor(src), num_beams=3, length_penalty=0.0, early_stopping="never", **common
+        ).numpy()
+        out.update(gen_tokens=gen[:, 1:], beam_tokens=beam[:, 1:], beam_size=3, gen_start_id=0,
+                   gen_eos_id=1, gen_pad_id=0)  # fmt: skip
     return out
 
 
@@ -391,6 +476,8 @@ def build(name):
         return gpt2_model()
     if name == "bart":
         return bart_model()
+    if name in T5_NAMES:
+        return t5_model(name)
     return getattr(transformers, name_to_class(name))(bert_config())
 
 
@@ -403,6 +490,9 @@ def name_to_class(name):
         "bert_pretraining": "BertForPreTraining",
         "bert_model": "BertModel",
         "bart": "BartForConditionalGeneration",
+        "t5": "T5ForConditionalGeneration",
+        "t5_v11": "T5ForConditionalGeneration",
+        "mt5": "MT5ForConditionalGeneration",
     }[name]
 
 
@@ -413,10 +503,22 @@ def outputs(name, model, ref_dir=None):
         return run_gpt2(model, ref_dir)
     if name == "bart":
         return run_bart(model, ref_dir)
+    if name in T5_NAMES:
+        return run_t5(model, ref_dir)
     return run_bert(model, name_to_class(name))
 
 
-NAMES = ("gpt2", "bert_mlm", "bert_pretraining", "bert_model", "bart", *CAUSAL)
+T5_NAMES = ("t5", "t5_v11", "mt5")
+BASE = ("gpt2", "bert_mlm", "bert_pretraining", "bert_model", "bart")
+NAMES = (*BASE, *T5_NAMES, *CAUSAL)
+# Seeds: the base fixtures 0.., T5 5.., the decoder families 15..: with seed 5 the llama
+# fixture's float32 logits from HF and from us differed by 1.2e-5 (each ~1e-5 from a float64
+# run of HF; other seeds 4e-6 to 6e-6), a tail of float32 rounding, not a bug.
+SEEDS = {
+    **{name: i for i, name in enumerate(BASE)},
+    **{name: 5 + i for i, name in enumerate(T5_NAMES)},
+    **{name: 15 + i for i, name in enumerate(CAUSAL)},
+}
 
 
 def make(name, seed):
@@ -425,6 +527,9 @@ def make(name, seed):
     randomise(model, seed)
     out_dir = os.path.join(HERE, name)
     model.save_pretrained(out_dir, safe_serialization=True)
+    if name in ("t5_v11", "mt5"):  # untied heads; the outputs of the model HF reads back
+        untie_t5(name, out_dir, seed)
+        model = getattr(transformers, name_to_class(name)).from_pretrained(out_dir).eval()
     np.savez(os.path.join(out_dir, "reference.npz"), **outputs(name, model))
     tok = make_tokenizer(name)
     if tok is not None:
@@ -497,17 +602,19 @@ def check_spm_save():
 
 
 if __name__ == "__main__":
+    # Fixture names (arguments or --only a,b) restrict the run to them (seeds: SEEDS).
     torch.set_num_threads(1)
-    # --only NAME[,NAME...]: (re)make and check only these fixtures (seeds stay per name).
-    default = (*NAMES, "spm")
-    only = sys.argv[sys.argv.index("--only") + 1].split(",") if "--only" in sys.argv else default
+    named, args = [], iter(sys.argv[1:])
+    for arg in args:
+        if arg == "--only":
+            named += next(args).split(",")
+        elif not arg.startswith("--"):
+            named.append(arg)
+    only = named or [*NAMES, "spm"]
     if "--check-only" not in sys.argv:
-        for seed, name in enumerate(NAMES):
+        for name in NAMES:
             if name in only:
-                # Seeds 15.. for the decoder families: with seed 5 the llama fixture's float32
-                # logits from HF and from us differed by 1.2e-5 (each ~1e-5 from a float64 run
-                # of HF; other seeds 4e-6 to 6e-6), a tail of float32 rounding, not a bug.
-                make(name, seed + 10 if name in CAUSAL else seed)
+                make(name, SEEDS[name])
         if "spm" in only:
             make_spm_fixture()
     if "--no-check" not in sys.argv:

@@ -22,14 +22,17 @@ from transformer_jax.families import (
     gpt2,
     llama,
     mistral,
+    mt5,
     starcoder,
+    t5,
     transformer,
 )
 
 # Order matters to hf.save: a config is saved as the first family whose config.json reads
-# back as it (LLaMA before Mistral: a LLaMA config is also a Mistral one without a window).
+# back as it (LLaMA before Mistral: a LLaMA config is also a Mistral one without a window;
+# T5 before mT5, which hf.save writes as model_type t5).
 _MODULES: tuple[ModuleType, ...] = (
-    gpt2, bert, bart, transformer, llama, mistral, falcon, codegen, starcoder
+    gpt2, bert, bart, transformer, t5, mt5, llama, mistral, falcon, codegen, starcoder
 )  # fmt: skip
 
 FAMILIES: dict[str, ModuleType] = {m.__name__.rsplit(".", 1)[-1]: m for m in _MODULES}

@@ -35,6 +35,7 @@ class InputEmbedding(nn.Module):
     factorised embeddings, E != D) a projection E -> D. Returns (x, the position encoding)."""
 
     config: ModelConfig
+    causal: bool = False  # the stack's self-attention is causal (relative position buckets)
 
     @nn.compact
     def __call__(
@@ -43,6 +44,7 @@ class InputEmbedding(nn.Module):
         positions: jax.Array,  # [B, T] int
         token_types: jax.Array | None = None,  # [B, T] int
         deterministic: bool = True,
+        key_positions: jax.Array | None = None,  # [B or 1, S] int; None = positions
     ) -> tuple[jax.Array, PositionEncoding]:
         cfg = self.config
         emb = cfg.embed
@@ -56,8 +58,10 @@ class InputEmbedding(nn.Module):
             head_dim=cfg.head_dim,
             dtype=cfg.compute_dtype,
             init_std=cfg.init_std,
+            num_heads=cfg.num_heads,
+            causal=self.causal,
             name="pos_embed",
-        )(positions)
+        )(positions, key_positions)
         if encoding.embedding is not None:
             x = x + encoding.embedding  # [B, T, E]
         if emb.type_vocab_size:

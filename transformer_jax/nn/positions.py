@@ -3,7 +3,7 @@
 A scheme contributes through three hooks, each used by whoever needs it:
   * `embedding`: added to the token embeddings (learned table, sinusoidal table);
   * `rotate`: applied to self-attention queries and keys (rotary);
-  * `bias`: added to the attention scores (room for T5's relative buckets, ALiBi).
+  * `bias`: added to the self-attention scores (T5's relative buckets; room for ALiBi).
 The variant and its parameters come from `ModelConfig.positions` (config.py).
 """
 
@@ -21,6 +21,7 @@ from transformer_jax.config import (
     LearnedPositions,
     NoPositions,
     Positions,
+    RelativePositions,
     RotaryPositions,
     SinusoidalPositions,
 )
@@ -52,6 +53,37 @@ def rotary_angles(positions: jax.Array, rotary_dim: int, theta: float) -> jax.Ar
     """[B, T] int -> float32 [B, T, R/2]: position * theta^(-2i/R)."""
     inv_freq = 1.0 / (theta ** (jnp.arange(0, rotary_dim, 2, dtype=jnp.float32) / rotary_dim))
     return positions.astype(jnp.float32)[..., None] * inv_freq  # [B, T, R/2]
+
+
+def relative_buckets(
+    relative: jax.Array, *, bidirectional: bool, num_buckets: int, max_distance: int
+) -> jax.Array:
+    """T5's bucket of each relative position (key position - query position), int32 in
+    [0, num_buckets), as Mesh TensorFlow and HF compute it (float32 log, then truncation):
+
+    bidirectional: half the buckets for keys after the query, half for keys before it;
+    causal: keys after the query all fall in bucket 0 (the causal mask hides them).
+    Within a direction, distances below half its buckets get one bucket each; longer ones
+    share log-spaced buckets up to max_distance, and everything beyond the last.
+    """
+    buckets = jnp.zeros(relative.shape, jnp.int32)
+    if bidirectional:
+        num_buckets //= 2
+        buckets = buckets + (relative > 0).astype(jnp.int32) * num_buckets
+        distance = jnp.abs(relative)
+    else:
+        distance = -jnp.minimum(relative, 0)
+    max_exact = num_buckets // 2
+    is_small = distance < max_exact
+    # log(0) = -inf at distance 0 is never selected (is_small); clip before the cast.
+    scaled = (
+        jnp.log(distance.astype(jnp.float32) / max_exact)
+        / np.float32(np.log(max_distance / max_exact))
+        * (num_buckets - max_exact)
+    )
+    large = max_exact + jnp.clip(scaled, 0, num_buckets).astype(jnp.int32)
+    large = jnp.minimum(large, num_buckets - 1)
+    return buckets + jnp.where(is_small, distance, large).astype(jnp.int32)
 
 
 @flax.struct.dataclass
@@ -86,7 +118,10 @@ class PositionEncoding:
 class PositionScheme(nn.Module):
     """The configured variant at given positions: `scheme(positions [B, T]) -> encoding`.
 
-    Learned tables are a parameter `embedding` [max_len + offset, E] of this module.
+    Learned tables are a parameter `embedding` [max_len + offset, E] of this module; the
+    relative scheme's table is a parameter `relative_bias` [num_buckets, N], and its bias is
+    computed against `key_positions` [B or 1, S] (the tokens' own positions, or the cache
+    slots), with causal buckets when `causal`.
     """
 
     variant: Positions
@@ -95,9 +130,15 @@ class PositionScheme(nn.Module):
     head_dim: int  # H, for rotary
     dtype: Any = jnp.float32
     init_std: float = 0.02
+    num_heads: int = 1  # N, for the relative bias
+    causal: bool = False  # the stack's self-attention is causal (relative buckets)
 
     @nn.compact
-    def __call__(self, positions: jax.Array) -> PositionEncoding:  # [B, T] int
+    def __call__(
+        self,
+        positions: jax.Array,  # [B, T] int
+        key_positions: jax.Array | None = None,  # [B or 1, S] int; None = positions
+    ) -> PositionEncoding:
         v = self.variant
         if isinstance(v, LearnedPositions):
             table = self.param(
@@ -115,6 +156,23 @@ class PositionScheme(nn.Module):
             rdim = self.head_dim if v.rotary_dim is None else v.rotary_dim
             angles = rotary_angles(positions, rdim, v.theta)  # [B, T, R/2]
             return PositionEncoding(sin=jnp.sin(angles), cos=jnp.cos(angles), layout=v.layout)
+        if isinstance(v, RelativePositions):
+            table = self.param(
+                "relative_bias",
+                nn.initializers.normal(self.init_std),
+                (v.num_buckets, self.num_heads),
+                jnp.float32,
+            )  # [num_buckets, N]
+            keys = positions if key_positions is None else key_positions
+            relative = keys[:, None, :] - positions[:, :, None]  # [B, T, S]
+            buckets = relative_buckets(
+                relative,
+                bidirectional=not self.causal,
+                num_buckets=v.num_buckets,
+                max_distance=v.max_distance,
+            )  # [B, T, S]
+            bias = jnp.take(table, buckets, axis=0)  # [B, T, S, N]
+            return PositionEncoding(bias=jnp.transpose(bias, (0, 3, 1, 2)))  # [B, N, T, S]
         if isinstance(v, NoPositions):
             return PositionEncoding()
         raise TypeError(f"Unknown position variant {v!r}.")

@@ -59,9 +59,9 @@ def _prepare(
     max_new_tokens: Any,
     bos_id: int | None,
     eos_id: int | None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int]:
-    """Host checks -> (decoder prompt block [B, P], lengths [B], source block [B, S] or None,
-    output pad id)."""
+) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None, int]:
+    """Host checks -> (decoder prompt block [B, P], lengths [B], (source block [B, S], its
+    real tokens [B, S] bool) or None, output pad id)."""
     max_new_tokens = inputs.check_positive("max_new_tokens", max_new_tokens)
     vocab = config.vocab_size
     inputs.check_id("eos_id", eos_id, vocab)
@@ -88,13 +88,18 @@ def _prepare(
     start = [np.array([bos_id])]
     inputs.check_lengths(start, config.max_len, what="decoder start", extra=max_new_tokens)
     width = inputs.padded_width(rows, config.max_len, config.pad_id, "source")
-    src, _ = inputs.pad_rows(rows, width, pad)
+    src, src_lengths = inputs.pad_rows(rows, width, pad)
+    src_valid = np.arange(width)[None, :] < src_lengths[:, None]  # [B, S]: explicit, not pad ids
     block, row_lengths = inputs.pad_rows(start * len(rows), 1, pad)
-    return block, row_lengths, src, pad
+    return block, row_lengths, (src, src_valid), pad
 
 
 def _model_fns(
-    config: ModelConfig, params: Any, src: jax.Array | None, repeat: int = 1, eos_id=None
+    config: ModelConfig,
+    params: Any,
+    src: tuple[jax.Array, jax.Array] | None,  # (tokens [B, S], real tokens [B, S] bool)
+    repeat: int = 1,
+    eos_id=None,
 ):
     """(prefill, tokens_to_logits) for the model; the pad id (unless it doubles as EOS) is
     never produced: the uncached forward masks keys holding it, so a generated pad would make
@@ -103,8 +108,13 @@ def _model_fns(
     if src is None:
         prefill, step = decoder_only_fns(model, params)
     else:
-        step_src = None if repeat == 1 else jnp.repeat(src, repeat, axis=0)  # [B * W, S]
-        prefill, step = encoder_decoder_fns(model, params, src, step_src)
+        tokens, valid = src
+        step_src, step_valid = (
+            (None, None)
+            if repeat == 1
+            else (jnp.repeat(tokens, repeat, axis=0), jnp.repeat(valid, repeat, axis=0))
+        )  # [B * W, S]
+        prefill, step = encoder_decoder_fns(model, params, tokens, step_src, valid, step_valid)
     blocked = config.pad_id if config.pad_id is not None and config.pad_id != eos_id else None
     if blocked is None:
         return prefill, step

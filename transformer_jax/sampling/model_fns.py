@@ -49,7 +49,12 @@ def decoder_only_fns(model: nn.Module, params: Any) -> tuple[Prefill, TokensToLo
 
 
 def encoder_decoder_fns(
-    model: nn.Module, params: Any, src: jax.Array, step_src: jax.Array | None = None
+    model: nn.Module,
+    params: Any,
+    src: jax.Array,
+    step_src: jax.Array | None = None,
+    src_valid: jax.Array | None = None,
+    step_src_valid: jax.Array | None = None,
 ) -> tuple[Prefill, TokensToLogits]:
     """(prefill, tokens_to_logits) of an EncoderDecoder model for sources src [B, S].
 
@@ -57,18 +62,23 @@ def encoder_decoder_fns(
     cached call stores the cross-attention keys/values, which later steps reuse
     (encoded=None). `step_src` [B', S] is the source seen by the steps (for the cross-attention
     padding mask) when their batch differs, e.g. repeated per beam; defaults to `src`.
+    `src_valid` [B, S] bool (and `step_src_valid` [B', S]) mark the real source tokens
+    explicitly; None = the pad-id rule. The decoder's own keys are the cache's slots, so a
+    decoder start that is the pad id itself (T5, Marian) is seen.
     """
     variables = {"params": params}
     step_src = src if step_src is None else step_src
+    step_src_valid = src_valid if step_src_valid is None else step_src_valid
 
     def prefill(prompts, lengths, cache):
-        encoded = model.apply(variables, src, method="encode")  # [B, S, D]
+        encoded = model.apply(variables, src, valid=src_valid, method="encode")  # [B, S, D]
         logits, cache = model.apply(
             variables,
             prompts,
             encoded,
             src,
             positions=_prompt_positions(prompts),
+            src_valid=src_valid,
             cache=cache,
             method="decode",
         )  # [B, P, V]
@@ -76,7 +86,14 @@ def encoder_decoder_fns(
 
     def tokens_to_logits(tokens, positions, cache):  # [B, T], [B, T] -> [B, T, V]
         return model.apply(
-            variables, tokens, None, step_src, positions=positions, cache=cache, method="decode"
+            variables,
+            tokens,
+            None,
+            step_src,
+            positions=positions,
+            src_valid=step_src_valid,
+            cache=cache,
+            method="decode",
         )
 
     return prefill, tokens_to_logits
