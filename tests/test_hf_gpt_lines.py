@@ -90,7 +90,7 @@ def test_save_then_load_is_bitwise(loaded, tmp_path, name):
 @pytest.mark.parametrize(
     ("preset", "model_type", "attention_types"),
     [("gpt1-tiny", "openai-gpt", None),
-     ("gpt-neo-tiny", "gpt_neo", [[["global", "local", "global"], 1]])],
+     ("gpt-neo-tiny", "gpt_neo", [[["global", "local"], 1]])],
 )  # fmt: skip
 def test_tiny_presets_save_as_their_hf_class(tmp_path, preset, model_type, attention_types):
     config = presets.get(preset)
