@@ -104,6 +104,21 @@ def test_tiny_presets_save_as_their_hf_class(tmp_path, preset, model_type, atten
     assert jax.tree.all(jax.tree.map(np.array_equal, params, params2))
 
 
+def test_gpt3_with_local_layers_has_no_hf_class(tmp_path):
+    """GPT-2 has no local layers and GPT-Neo no q/k/v biases: gpt3-tiny (alternating pattern)
+    is refused as HF, naming both reasons, and saves in the library's own format instead."""
+    config = presets.get("gpt3-tiny")
+    params = _random_params(config)
+    with pytest.raises(ValueError) as err:
+        hf.save(config, params, str(tmp_path / "hf"))
+    assert "gpt2: would read back with attention.pattern=['global'] instead of" in str(err.value)
+    assert "gpt_neo: would read back with attention.qkv_bias=False" in str(err.value)
+    hf.save(config, params, str(tmp_path / "own"), format="auto")
+    config2, params2 = hf.load(str(tmp_path / "own"))
+    assert config2 == config
+    assert jax.tree.all(jax.tree.map(np.array_equal, params, params2))
+
+
 def test_gpt_neo_attention_types_compress_and_expand():
     """A uniform pattern is one entry; any pattern writes as its shortest repeating unit."""
     assert gpt_neo._compress(["global", "local"] * 6) == [[["global", "local"], 6]]

@@ -11,6 +11,10 @@ gpt2 checkpoints).
 | gpt3-2.7b   | 2,651,553,280   | 2,560   | 32     | 32 x 80           |
 | gpt3-6.7b   | 6,658,404,352   | 4,096   | 32     | 32 x 128          |
 | gpt3-175b   | 174,604,259,328 | 12,288  | 96     | 96 x 128          |
+| gpt3-tiny   | (tests/demos)   | 64      | 2      | 4 x 16            |
+
+`gpt3-tiny` is the one preset with the alternating pattern on (layer 0 dense, layer 1 local
+with a window of 4), as a demonstration of the recipe below.
 
 The table's XL (d_model 2,048, 24 heads of 128) and 13B (d_model 5,140, 40 heads of 128) rows
 are not self-consistent (heads x head size != d_model) and are left out: GPT-2's layout (and
@@ -32,6 +36,8 @@ from __future__ import annotations
 
 from transformer_jax.config import ModelConfig
 from transformer_jax.families.gpt2 import gpt2
+from transformer_jax.families.gpt_neo import alternating
+from transformer_jax.families.tiny import TINY
 
 
 def gpt3(d_model: int, num_layers: int, num_heads: int) -> ModelConfig:
@@ -46,4 +52,13 @@ PRESETS: dict[str, ModelConfig] = {
     "gpt3-2.7b": gpt3(2560, 32, 32),
     "gpt3-6.7b": gpt3(4096, 32, 32),
     "gpt3-175b": gpt3(12288, 96, 96),
+    "gpt3-tiny": gpt3(64, 2, 4).override(
+        {
+            **TINY,
+            "dropout_rate": 0.0,
+            "attention.dropout_rate": 0.0,
+            "attention.pattern": alternating(2),
+            "attention.window": 4,
+        }
+    ),
 }
