@@ -104,6 +104,22 @@ def test_tiny_presets_save_as_their_hf_class(tmp_path, preset, model_type, atten
     assert jax.tree.all(jax.tree.map(np.array_equal, params, params2))
 
 
+@pytest.mark.parametrize("window", [1, 3, 7])
+def test_local_band_is_hf_gpt_neos(window):
+    """HF's local mask is causal XOR tril(causal, -window_size) (modeling_gpt_neo.py), built
+    here in NumPy; ours, causal AND window_mask with window = window_size, is the same band
+    (no off-by-one: a local query sees window_size keys, itself included, as Mistral's)."""
+    from transformer_jax.nn.attention import causal_mask, combine_masks, window_mask
+
+    length = 9
+    causal = np.tril(np.ones((length, length), bool))
+    theirs = causal ^ np.tril(causal, -window)
+    positions = np.arange(length)[None]  # [1, T]
+    ours = combine_masks(causal_mask(length), window_mask(positions, positions, window))
+    np.testing.assert_array_equal(np.asarray(ours)[0, 0], theirs)
+    assert theirs.sum(axis=1).max() == min(window, length)
+
+
 def test_gpt3_with_local_layers_has_no_hf_class(tmp_path):
     """GPT-2 has no local layers and GPT-Neo no q/k/v biases: gpt3-tiny (alternating pattern)
     is refused as HF, naming both reasons, and saves in the library's own format instead."""
