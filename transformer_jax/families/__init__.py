@@ -19,7 +19,10 @@ from transformer_jax.families import (
     bert,
     codegen,
     falcon,
+    gpt1,
     gpt2,
+    gpt3,
+    gpt_neo,
     llama,
     mistral,
     mt5,
@@ -32,7 +35,8 @@ from transformer_jax.families import (
 # back as it (LLaMA before Mistral: a LLaMA config is also a Mistral one without a window;
 # T5 before mT5, which hf.save writes as model_type t5).
 _MODULES: tuple[ModuleType, ...] = (
-    gpt2, bert, bart, transformer, t5, mt5, llama, mistral, falcon, codegen, starcoder
+    gpt2, bert, bart, transformer, t5, mt5, llama, mistral, falcon, codegen, starcoder,
+    gpt1, gpt_neo, gpt3,
 )  # fmt: skip
 
 FAMILIES: dict[str, ModuleType] = {m.__name__.rsplit(".", 1)[-1]: m for m in _MODULES}
