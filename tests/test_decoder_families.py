@@ -86,6 +86,7 @@ def _clm_batch(vocab: int) -> dict[str, np.ndarray]:
     return {"inputs": inputs, "targets": targets, "weights": weights}
 
 
+@pytest.mark.slow  # a training loop per family
 @pytest.mark.parametrize("name", TINY)
 def test_overfits_one_batch_and_every_parameter_learns(ref, name):
     # One layer: half the compile (a per-layer pattern keeps a local layer if it has one).
