@@ -10,7 +10,7 @@ runs train.py's own `main` exactly as `python train.py [flags...]` would:
   {"sigterm_in_setup": 1}    SIGTERM while the datasets are being prepared (before training)
   {"sigterm_in_compile": 1}  SIGTERM while the train step is being traced for compilation
   {"sigterm_in_eval": 1}     SIGTERM after the first batch of the first evaluation
-  {"nan_at_step": N}         NaN loss weights in the update from step N (real step, real check)
+  {"nan_at_step": N}         NaN loss weights in the batch of step N (real step, real check)
   {"slow_save": SECONDS}     each background checkpoint write first sleeps (a save in flight)
   {"kill_in_save": [STEP, MOMENT]}   SIGKILL in the background save of STEP, at MOMENT:
       "tmp_created"      orbax made `STEP.orbax-checkpoint-tmp-*`, no array written yet
@@ -308,12 +308,13 @@ def _kill(sig: int) -> None:
 
 
 def _install(faults: dict) -> None:
-    import jax.numpy as jnp
+    import numpy as np
 
     from transformer_jax.data import sources
     from transformer_jax.train import checkpoints, steps
 
-    at = {k: faults[k] for k in ("kill_at_step", "sigterm_at_step", "raise_at_step") if k in faults}
+    at_keys = ("kill_at_step", "sigterm_at_step", "raise_at_step", "nan_at_step")
+    at = {k: faults[k] for k in at_keys if k in faults}
     if at:
         iterate = sources.BatchSource.iterate
 
@@ -328,7 +329,11 @@ def _install(faults: dict) -> None:
                         _kill(signal.SIGTERM)
                     if at.get("raise_at_step") == step:
                         raise RuntimeError(f"injected failure at step {step}")
-                    yield next(batches)
+                    batch = next(batches)
+                    if at.get("nan_at_step") == step:  # on the host: the compiled step is
+                        # the reference run's own program, so earlier steps stay bitwise equal
+                        batch = {**batch, "weights": np.asarray(batch["weights"]) * np.nan}
+                    yield batch
 
             return generate()
 
@@ -347,7 +352,7 @@ def _install(faults: dict) -> None:
 
         sources.BatchSource.iterate_eval = patched_iterate_eval
 
-    if "sigterm_in_compile" in faults or "nan_at_step" in faults:
+    if "sigterm_in_compile" in faults:
         make_train_step = steps.make_train_step
 
         def patched_make_train_step(*args, **kwargs):
@@ -356,9 +361,6 @@ def _install(faults: dict) -> None:
             def wrapped(state, batch, rng):  # runs while jax traces the step (compilation)
                 if "sigterm_in_compile" in faults:
                     _kill(signal.SIGTERM)
-                if "nan_at_step" in faults:
-                    poison = jnp.where(state.step == faults["nan_at_step"], jnp.nan, 1.0)
-                    batch = dict(batch, weights=batch["weights"] * poison)
                 return step_fn(state, batch, rng)
 
             return wrapped

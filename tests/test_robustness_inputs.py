@@ -50,7 +50,7 @@ INVALID = [
     ({"num_eval_batches": 0}, r"config.num_eval_batches=0: must be > 0 or None"),
     ({"schedule": "cosine"}, r"config.schedule='cosine': must be one of"),
     ({"dtype": "float16"}, r"config.dtype='float16': must be 'float32' or 'bfloat16'"),
-    ({"objective": "mlm"}, r"config.objective='mlm': preset 'gpt-tiny' is decoder; use one of"),
+    ({"objective": "mlm"}, r"config.objective='mlm': model 'gpt-tiny' is decoder; use one of"),
     ({"corrupt_checkpoint": "ignore"}, r"config.corrupt_checkpoint='ignore': must be one of"),
     ({"seed": -1}, r"config.seed=-1 must be an integer >= 0"),
     ({"model_overrides.num_heads": 5}, r"config.model='gpt-tiny' with model_overrides=.*heads"),
