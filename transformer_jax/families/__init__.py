@@ -15,14 +15,17 @@ from types import ModuleType
 
 from transformer_jax.config import ModelConfig
 from transformer_jax.families import (
+    albert,
     bart,
     bert,
     codegen,
+    distilbert,
     falcon,
     gpt2,
     llama,
     mistral,
     mt5,
+    roberta,
     starcoder,
     t5,
     transformer,
@@ -30,9 +33,11 @@ from transformer_jax.families import (
 
 # Order matters to hf.save: a config is saved as the first family whose config.json reads
 # back as it (LLaMA before Mistral: a LLaMA config is also a Mistral one without a window;
-# T5 before mT5, which hf.save writes as model_type t5).
+# T5 before mT5, which hf.save writes as model_type t5; DistilBERT before BERT: a BERT
+# config without token types reads back as BERT, but HF's BERT needs a token-type table).
 _MODULES: tuple[ModuleType, ...] = (
-    gpt2, bert, bart, transformer, t5, mt5, llama, mistral, falcon, codegen, starcoder
+    gpt2, distilbert, bert, bart, transformer, t5, mt5, llama, mistral, falcon, codegen,
+    starcoder, roberta, albert,
 )  # fmt: skip
 
 FAMILIES: dict[str, ModuleType] = {m.__name__.rsplit(".", 1)[-1]: m for m in _MODULES}
