@@ -29,6 +29,7 @@ NAMES = {  # fixture -> HF class
     "roberta": "RobertaForMaskedLM",
     "distilbert": "DistilBertForMaskedLM",
     "albert": "AlbertForMaskedLM",
+    "albert_pretraining": "AlbertForPreTraining",  # + pooler and SOP head; 3 depths, 2 groups
 }
 TINY = ["roberta-tiny", "distilbert-tiny", "albert-tiny"]
 
@@ -52,11 +53,15 @@ def _inputs(ref):
 @pytest.mark.parametrize("name", NAMES)
 def test_mlm_logits_match_hf(loaded, name):
     config, params, ref = loaded[name]
-    logits = np.asarray(_apply(params, *_inputs(ref), config=config, method=None))
+    logits, sop = _apply(params, *_inputs(ref), config=config, method="pretrain")
+    logits = np.asarray(logits)
     assert logits.shape == ref["logits"].shape
     real = ref["attention_mask"].astype(bool)
     diff = np.abs(logits - ref["logits"])[real]  # real (non-pad) positions only
     assert diff.max() < TOL, f"{name}: max abs diff {diff.max():.3g}"
+    assert (sop is None) == ("sop_logits" not in ref)
+    if sop is not None:  # the sentence-order head on the pooled first token
+        assert np.abs(np.asarray(sop) - ref["sop_logits"]).max() < TOL
 
 
 def test_roberta_positions_count_real_tokens(loaded):
@@ -88,6 +93,9 @@ def test_loaded_configs(loaded):
     assert (alb.ffn.activation, alb.heads.pooler, alb.heads.num_labels) == ("gelu_tanh", False, 0)
     assert [k for k in alb_params["encoder"] if k.startswith("layer_")] == ["layer_0"]
     assert alb_params["mlm_transform"]["kernel"].shape == (24, 10)  # D -> E
+    pre, pre_params, _ = loaded["albert_pretraining"]
+    assert (pre.layer_groups, pre.heads.pooler, pre.heads.num_labels) == (2, True, 2)
+    assert [k for k in pre_params["encoder"] if k.startswith("layer_")] == ["layer_0", "layer_1"]
 
 
 def _assert_same(params, params2):
@@ -102,7 +110,8 @@ def test_save_then_load_is_bitwise(loaded, tmp_path, name):
     config, params, _ = loaded[name]
     hf.save(config, params, str(tmp_path))
     written = json.loads((tmp_path / "config.json").read_text())
-    assert written["model_type"] == name and written["architectures"] == [NAMES[name]]
+    assert written["model_type"] == name.split("_")[0]
+    assert written["architectures"] == [NAMES[name]]
     config2, params2 = hf.load(str(tmp_path))
     assert config2 == config
     _assert_same(params, params2)

@@ -4,7 +4,9 @@ as its masked-LM class with padded inputs (run by make_fixtures.py, with torch +
 Sizes differ on every axis from the other fixtures' and from each other's: roberta: vocab
 301 (its byte-level BPE tokenizer, <mask> last), 39 position rows = 37 positions + the
 pad_id + 1 = 2 reserved rows, one token type; distilbert: FFN 44, 33 positions, ReLU;
-albert: embeddings E = 10 < D = 24, 3 depths of 1 shared layer, tanh-GELU, 2 token types.
+albert: embeddings E = 10 < D = 24, 3 depths of 1 shared layer, tanh-GELU, 2 token types;
+albert_pretraining: AlbertForPreTraining (pooler, MLM and sentence-order heads), E = 14,
+3 depths on 2 layer groups (depth i uses group floor(i * 2 / 3): 0, 0, 1), ReLU.
 RoBERTa's rows are padded at the END (row 0) and at the START (row 1): positions that count
 only real tokens differ from 0, 1, 2, ... only with padding in front.
 """
@@ -41,6 +43,10 @@ ENCODERS = {
         vocab_size=VOCAB, embedding_size=10, hidden_size=D, num_hidden_layers=3,
         num_hidden_groups=1, num_attention_heads=HEADS, intermediate_size=FFN,
         hidden_act="gelu_new", max_position_embeddings=37, type_vocab_size=2, pad_token_id=0)),
+    "albert_pretraining": ("AlbertForPreTraining", lambda: transformers.AlbertConfig(
+        vocab_size=VOCAB, embedding_size=14, hidden_size=D, num_hidden_layers=3,
+        num_hidden_groups=2, num_attention_heads=HEADS, intermediate_size=FFN,
+        hidden_act="relu", max_position_embeddings=37, type_vocab_size=2, pad_token_id=0)),
 }  # fmt: skip
 
 
@@ -65,11 +71,14 @@ def run(name, model, ref_dir=None):
     ids[mask == 0] = pad
     kw = {}
     out = {"input_ids": ids, "attention_mask": mask}
-    if name == "albert":
+    if name.startswith("albert"):
         types = rng.integers(0, 2, size=ids.shape).astype(np.int64) * mask
         kw["token_type_ids"] = torch.tensor(types)
         out["token_type_ids"] = types
     with torch.no_grad():
-        logits = model(torch.tensor(ids), attention_mask=torch.tensor(mask), **kw).logits
-    out["logits"] = logits.numpy()
+        res = model(torch.tensor(ids), attention_mask=torch.tensor(mask), **kw)
+    if name == "albert_pretraining":
+        out.update(logits=res.prediction_logits.numpy(), sop_logits=res.sop_logits.numpy())
+    else:
+        out["logits"] = res.logits.numpy()
     return out
