@@ -197,8 +197,9 @@ def test_published_configs_read_as_the_presets(preset):
 
 
 def _mlm_batch(config, seed=0):
-    """Masked tokens (id 4) to predict, the last 3 of row 1 padding; sentence-pair token types
-    and order labels where the model has them."""
+    """Masked tokens (id 4) to predict, the last 3 of row 1 padding; token types as the MLM
+    pipeline gives them (zeros; DistilBERT has no table, the step drops them), or
+    sentence-pair types and order labels where the model has a classifier (ALBERT's SOP)."""
     rng = np.random.default_rng(seed)
     b, t = 4, 12
     tokens = rng.integers(5, config.vocab_size, size=(b, t)).astype(np.int32)
@@ -208,9 +209,9 @@ def _mlm_batch(config, seed=0):
     weights = chosen.astype(np.float32)
     inputs[1, -3:], weights[1, -3:] = config.pad_id, 0.0
     batch = {"inputs": inputs, "targets": tokens, "weights": weights}
-    if config.embed.type_vocab_size > 1:
-        batch["token_types"] = (np.arange(t) >= t // 2).astype(np.int32)[None].repeat(b, 0)
+    batch["token_types"] = np.zeros((b, t), np.int32)
     if config.heads.num_labels:
+        batch["token_types"] = (np.arange(t) >= t // 2).astype(np.int32)[None].repeat(b, 0)
         batch["nsp_labels"] = np.array([0, 1, 1, 0], np.int32)
     return batch
 
