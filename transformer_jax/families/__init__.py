@@ -21,7 +21,10 @@ from transformer_jax.families import (
     codegen,
     distilbert,
     falcon,
+    gpt1,
     gpt2,
+    gpt3,
+    gpt_neo,
     llama,
     mistral,
     mt5,
@@ -37,7 +40,7 @@ from transformer_jax.families import (
 # config without token types reads back as BERT, but HF's BERT needs a token-type table).
 _MODULES: tuple[ModuleType, ...] = (
     gpt2, distilbert, bert, bart, transformer, t5, mt5, llama, mistral, falcon, codegen,
-    starcoder, roberta, albert,
+    starcoder, gpt1, gpt_neo, gpt3, roberta, albert,
 )  # fmt: skip
 
 FAMILIES: dict[str, ModuleType] = {m.__name__.rsplit(".", 1)[-1]: m for m in _MODULES}
