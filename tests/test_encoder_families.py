@@ -216,6 +216,7 @@ def _mlm_batch(config, seed=0):
     return batch
 
 
+@pytest.mark.slow  # a training loop per family
 @pytest.mark.parametrize("name", TINY)
 def test_mlm_overfits_one_batch_and_every_parameter_learns(ref, name):
     # One layer (half the compile); ALBERT's sharing over depths is test_models.py's.
