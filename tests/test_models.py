@@ -597,27 +597,35 @@ def test_shared_layers_have_one_parameter_set():
     assert len(models.init_cache(WINDOW, 1, 4)) == 3  # one cache per depth, not per set
 
 
-def test_shared_layer_gradient_is_the_sum_of_per_use_gradients():
+@pytest.mark.parametrize(
+    "cfg", [pytest.param(GPT.replace(layer_groups=1), id="gpt"), *by_name("albert")]
+)
+def test_shared_layer_gradient_is_the_sum_of_per_use_gradients(cfg):
     # A model whose layers hold copies of one parameter set computes the same function; the
-    # shared set's gradient is the sum of the copies' gradients (chain rule), and every other
-    # parameter's gradient is the same. (A 2-layer decoder: two compilations, kept small.)
-    shared_cfg = GPT.replace(layer_groups=1)
-    unshared_cfg = GPT
-    shared = params_of(shared_cfg)
-    assert sorted(k for k in shared["decoder"] if k.startswith("layer_")) == ["layer_0"]
-    copies = {**shared, "decoder": {**shared["decoder"], "layer_1": shared["decoder"]["layer_0"]}}
-    inputs = base_inputs(shared_cfg, seed=6)
-    loss_shared, loss_copies = _loss_fn(shared_cfg, B, T), _loss_fn(unshared_cfg, B, T)
+    # shared set's gradient is the sum of the copies' gradients (chain rule), summed here in
+    # NumPy, and every other parameter's gradient is the same. A 2-layer decoder, and the
+    # ALBERT-like encoder (3 uses of one layer, factorised embeddings, both heads).
+    stack = "encoder" if cfg.arch == "encoder" else "decoder"
+    uses = cfg.num_layers
+    shared = params_of(cfg)
+    assert sorted(k for k in shared[stack] if k.startswith("layer_")) == ["layer_0"]
+    copies = {
+        **shared,
+        stack: {**shared[stack], **{f"layer_{i}": shared[stack]["layer_0"] for i in range(uses)}},
+    }
+    unshared_cfg = cfg.replace(layer_groups=None)
+    inputs = base_inputs(cfg, seed=6)
+    loss_shared, loss_copies = _loss_fn(cfg, B, T), _loss_fn(unshared_cfg, B, T)
     (v_shared, g_shared), (v_copies, g_copies) = jax.jit(
-        lambda a, b, x: (
-            jax.value_and_grad(loss_shared)(a, x),
-            jax.value_and_grad(loss_copies)(b, x),
+        lambda a, b, *x: (
+            jax.value_and_grad(loss_shared)(a, *x),
+            jax.value_and_grad(loss_copies)(b, *x),
         )
     )(shared, copies, *inputs)
     assert_close(np.asarray(v_shared), np.asarray(v_copies), 1e-5)
-    layers = [g_copies["decoder"].pop(f"layer_{i}") for i in range(2)]
-    summed = jax.tree.map(lambda a, b: a + b, *layers)
-    want = {**g_copies, "decoder": {**g_copies["decoder"], "layer_0": summed}}
+    layers = [jax.device_get(g_copies[stack].pop(f"layer_{i}")) for i in range(uses)]
+    summed = jax.tree.map(lambda *g: np.sum(np.stack(g).astype(np.float64), axis=0), *layers)
+    want = {**g_copies, stack: {**g_copies[stack], "layer_0": summed}}
     assert jax.tree.structure(g_shared) == jax.tree.structure(want)
     for (path, got), w in zip(
         jax.tree_util.tree_leaves_with_path(g_shared), jax.tree.leaves(want), strict=True

@@ -54,6 +54,9 @@ def backbone(cfg: ModelConfig) -> int:
         ("t5-base", 222_903_552),
         ("flan-t5-base", 247_577_856),
         ("mt5-small", 300_176_768),
+        ("roberta-base", 125_288_025),  # + pooler and MLM head, as the released file
+        ("distilbert-base", 66_985_530),  # DistilBertForMaskedLM
+        ("albert-base-v2", 11_813_810),  # AlbertForPreTraining
     ],
 )
 def test_published_parameter_counts(name, count):
@@ -108,6 +111,16 @@ def test_bert_backbone_counts(name, count):
     assert models.count_params(backbone_params) == count
 
 
+@pytest.mark.parametrize(
+    "name, count",
+    [("roberta-base", 124_645_632), ("distilbert-base", 66_362_880),
+     ("albert-base-v2", 11_683_584)],
+)  # fmt: skip
+def test_encoder_backbone_counts(name, count):
+    # HF RobertaModel (with pooler), DistilBertModel, AlbertModel (with pooler).
+    assert models.count_params(preset_shapes(name, heads=False)) == count
+
+
 @pytest.mark.parametrize("name, paper", [("transformer-base", 65e6), ("transformer-big", 213e6)])
 def test_paper_transformer_within_five_percent(name, paper):
     count = models.count_params(preset_shapes(name))
@@ -138,6 +151,11 @@ def _get(tree, path):
         ("bert-base", "classifier/kernel", (768, 2)),
         ("bert-base", "logits_bias", (30522,)),
         ("transformer-big", "decoder/layer_5/ffn/wo/kernel", (4096, 1024)),
+        ("roberta-base", "encoder/embed/pos_embed/embedding", (514, 768)),  # 2 before pos 0
+        ("roberta-base", "encoder/embed/type_embed/embedding", (1, 768)),
+        ("albert-base-v2", "token_embed/embedding", (30000, 128)),  # E = 128
+        ("albert-base-v2", "encoder/embed/embed_proj/kernel", (128, 768)),
+        ("albert-base-v2", "mlm_transform/kernel", (768, 128)),
     ],
 )
 def test_parameter_shapes_by_path(name, path, shape):
@@ -160,7 +178,7 @@ def test_every_preset_builds(name):
     leaves = jax.tree.leaves(params)
     assert leaves and all(leaf.dtype == jnp.float32 for leaf in leaves)
     cfg = presets.get(name)
-    assert params["token_embed"]["embedding"].shape == (cfg.vocab_size, cfg.d_model)
+    assert params["token_embed"]["embedding"].shape == (cfg.vocab_size, cfg.embed_size)
 
 
 def test_registry():

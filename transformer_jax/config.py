@@ -160,11 +160,24 @@ class LearnedPositions(_Group):
     """A learned table [max_len + offset, D] added to the token embeddings."""
 
     kind: ClassVar[str] = "learned"
-    offset: int = 0  # rows reserved before position 0 (BART: 2)
+    offset: int = 0  # rows reserved before position 0 (BART: 2; RoBERTa: pad_id + 1)
+    # Positions count real tokens only (RoBERTa): a real token's position is the number of
+    # real tokens before it, padding reads row offset - 1 (HF's padding_idx row). Applies
+    # when no positions are passed; False: position t is the index t.
+    skip_padding: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.offset, int) or self.offset < 0:
             _fail("positions.offset", self.offset, "must be an integer >= 0.")
+        if not isinstance(self.skip_padding, bool):
+            _fail("positions.skip_padding", self.skip_padding, "must be True or False.")
+        if self.skip_padding and self.offset < 1:
+            _fail(
+                "positions.offset",
+                self.offset,
+                "must be >= 1 with positions.skip_padding (padding reads row offset - 1; "
+                "RoBERTa uses offset = pad_id + 1).",
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -358,6 +371,9 @@ class ModelConfig:
       * BERT: learned positions, token types, embed.norm, post-LN, GELU, pooler + MLM head;
       * GPT-2: learned positions, pre-LN with a final norm, tanh-GELU, tied output;
       * BART: learned positions with offset 2, embed.norm, post-LN, GELU, tied output;
+      * RoBERTa: BERT with positions counted over real tokens (skip_padding, offset
+        pad_id + 1); ALBERT: factorised embeddings (embed.size) and one shared layer
+        (layer_groups=1); DistilBERT: BERT without token types or pooler;
       * T5: relative positions, attention.scale 1, no biases, pre-RMSNorm + final norm,
         ReLU with a tied output scaled by d_model^-0.5 (v1.0) or gated GELU, untied (v1.1).
     """

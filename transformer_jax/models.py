@@ -10,6 +10,8 @@ the packed rows' `segment_ids` > 0, else every position not holding `config.pad_
 default). T5 and Marian start the decoder with the pad id itself, so their teacher-forced
 targets pass `valid` (or segment ids) for the start token to be seen. Packed rows pass
 `segment_ids` (and per-example `positions`) so that examples never attend to each other.
+Positions not passed are 0, 1, 2, ... per row, or, with learned positions that skip padding
+(RoBERTa), counted over the real tokens only (padding reads the table's row offset - 1).
 Parameters are float32; activations use `config.dtype`; logits are returned as float32.
 """
 
@@ -22,7 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from transformer_jax.config import ModelConfig
+from transformer_jax.config import LearnedPositions, ModelConfig
 from transformer_jax.nn.attention import (
     cache_mask,
     causal_mask,
@@ -58,10 +60,39 @@ def _check_length(config: ModelConfig, length: int, what: str) -> None:
         )
 
 
-def _positions(tokens: jax.Array, positions: jax.Array | None) -> jax.Array:
-    if positions is None:
-        return jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)  # [B, T]
-    return positions
+def _positions(
+    config: ModelConfig,
+    tokens: jax.Array,  # [B, T]
+    positions: jax.Array | None,  # [B, T] given positions (packed rows, cached decoding)
+    real: jax.Array | None = None,  # [B, T] bool real tokens; None = all real
+) -> jax.Array:
+    """[B, T]: the given positions, else 0, 1, 2, ... per row; with learned positions that
+    skip padding (RoBERTa), the count of real tokens before each real token, and -1 (row
+    offset - 1 of the table) for padding."""
+    if positions is not None:
+        return positions
+    p = config.positions
+    if isinstance(p, LearnedPositions) and p.skip_padding and real is not None:
+        real = real.astype(jnp.int32)  # [B, T]
+        return (jnp.cumsum(real, axis=1) - 1) * real - (1 - real)  # [B, T]
+    return jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)  # [B, T]
+
+
+def _real(
+    config: ModelConfig,
+    tokens: jax.Array | None,  # [B, S]
+    valid: jax.Array | None = None,  # [B, S] bool, True = real key
+    segment_ids: jax.Array | None = None,  # [B, S] int, 0 = padding
+) -> jax.Array | None:
+    """[B, S] bool, the real tokens: `valid` if given, else segment ids > 0 (packed rows),
+    else the tokens that do not hold the pad id (None if the config has no pad id)."""
+    if valid is not None:
+        return jnp.asarray(valid, bool)
+    if segment_ids is not None:
+        return segment_ids > 0
+    if tokens is None:
+        raise ValueError("Pass the tokens or their key validity (`valid` / `src_valid`).")
+    return None if config.pad_id is None else tokens != config.pad_id
 
 
 def _key_mask(
@@ -70,15 +101,9 @@ def _key_mask(
     valid: jax.Array | None = None,  # [B, S] bool, True = real key
     segment_ids: jax.Array | None = None,  # [B, S] int, 0 = padding
 ) -> jax.Array | None:
-    """[B, 1, 1, S]: the real keys: `valid` if given, else segment ids > 0 (packed rows),
-    else the keys that do not hold the pad id (None if the config has no pad id)."""
-    if valid is not None:
-        return padding_mask(jnp.asarray(valid, bool))
-    if segment_ids is not None:
-        return padding_mask(segment_ids > 0)
-    if tokens is None:
-        raise ValueError("Pass the tokens or their key validity (`valid` / `src_valid`).")
-    return None if config.pad_id is None else padding_mask(tokens != config.pad_id)
+    """[B, 1, 1, S]: the real keys (`_real`), or None when every key is real."""
+    real = _real(config, tokens, valid, segment_ids)
+    return None if real is None else padding_mask(real)
 
 
 def _segments(a: jax.Array | None, b: jax.Array | None) -> jax.Array | None:
@@ -228,12 +253,13 @@ class EncoderOnly(_OutputMixin, nn.Module):
         """Hidden states [B, T, D]."""
         cfg = self.config
         _check_length(cfg, tokens.shape[1], "Input")
+        real = _real(cfg, tokens, valid, segment_ids)  # [B, T]
         mask = combine_masks(
-            _key_mask(cfg, tokens, valid, segment_ids), _segments(segment_ids, segment_ids)
+            None if real is None else padding_mask(real), _segments(segment_ids, segment_ids)
         )
         h, _ = self.encoder(
             self.token_embed(tokens),
-            _positions(tokens, positions),
+            _positions(cfg, tokens, positions, real),
             mask,
             token_types=token_types,
             deterministic=deterministic,
@@ -353,14 +379,15 @@ class DecoderOnly(_OutputMixin, nn.Module):
         """The backbone's output: final hidden states [B, T, D], before the projection."""
         cfg = self.config
         _check_length(cfg, tokens.shape[1], "Input")
+        real = _real(cfg, tokens, valid, segment_ids)  # [B, T]
         mask = combine_masks(
             causal_mask(tokens.shape[1]),
-            _key_mask(cfg, tokens, valid, segment_ids),
+            None if real is None else padding_mask(real),
             _segments(segment_ids, segment_ids),
         )
         h, _ = self.decoder(
             self.token_embed(tokens),
-            _positions(tokens, positions),
+            _positions(cfg, tokens, positions, real),
             mask,
             deterministic=deterministic,
         )
@@ -407,11 +434,15 @@ class EncoderDecoder(_OutputMixin, nn.Module):
         """Encoder output [B, S, D]."""
         cfg = self.config
         _check_length(cfg, src.shape[1], "Source")
+        real = _real(cfg, src, valid, segment_ids)  # [B, S]
         mask = combine_masks(
-            _key_mask(cfg, src, valid, segment_ids), _segments(segment_ids, segment_ids)
+            None if real is None else padding_mask(real), _segments(segment_ids, segment_ids)
         )
         h, _ = self.encoder(
-            self.token_embed(src), _positions(src, positions), mask, deterministic=deterministic
+            self.token_embed(src),
+            _positions(cfg, src, positions, real),
+            mask,
+            deterministic=deterministic,
         )
         return h
 
@@ -467,12 +498,13 @@ class EncoderDecoder(_OutputMixin, nn.Module):
         )
         if cache is None:
             _check_length(cfg, tgt.shape[1], "Target")
+            real = _real(cfg, tgt, valid, segment_ids)  # [B, T]
             mask = combine_masks(
                 causal_mask(tgt.shape[1]),
-                _key_mask(cfg, tgt, valid, segment_ids),
+                None if real is None else padding_mask(real),
                 _segments(segment_ids, segment_ids),
             )
-            positions = _positions(tgt, positions)
+            positions = _positions(cfg, tgt, positions, real)
         else:
             if positions is None:
                 raise ValueError("Cached decoding needs the tokens' absolute positions.")
@@ -560,6 +592,14 @@ def init_params(config: ModelConfig, rng: jax.Array, *, heads: bool = True) -> d
     return _init_params(config, rng, heads)
 
 
+def _init_encoder(model: EncoderOnly, tokens: jax.Array) -> tuple:
+    """Every part of an encoder: the MLM head, the pooler (also without a classifier, as in
+    the released RoBERTa and ALBERT masked-LM files) and the classifier."""
+    h = model.encode(tokens)
+    cls = model.classify_hidden(h) if model.config.heads.num_labels else None
+    return model.mlm_logits(h), model.pool(h), cls
+
+
 @functools.partial(jax.jit, static_argnums=(0, 2))
 def _init_params(config: ModelConfig, rng: jax.Array, heads: bool) -> dict[str, Any]:
     model = build(config)
@@ -569,7 +609,7 @@ def _init_params(config: ModelConfig, rng: jax.Array, heads: bool) -> dict[str, 
     if not heads:
         method = type(model).features
     elif config.arch == "encoder":
-        method = EncoderOnly.pretrain
+        method = _init_encoder
     else:
         method = None
     return model.init(rng, *args, method=method)["params"]

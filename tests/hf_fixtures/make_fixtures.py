@@ -27,6 +27,7 @@ families of issue 9: llama, mistral, falcon, falcon_new, codegen, gpt_bigcode, s
 
 T5 (v1.0 tied + rescaled, v1.1 gated and untied, with unequal encoder/decoder depths) and
 mT5 carry padded targets that start with the pad id, and HF's greedy and beam tokens.
+RoBERTa / DistilBERT / ALBERT masked-LM fixtures: tests/hf_fixtures/encoders.py.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 
+import encoders  # the encoder families of issue 10 (RoBERTa, DistilBERT, ALBERT)
 import gpt_lines
 import numpy as np
 import torch
@@ -91,6 +93,8 @@ def make_tokenizer(name):
         tok = transformers.BartTokenizerFast(vocab=vocab, merges=merges)
         assert len(tok) == BART_VOCAB and tok.mask_token_id == BART_VOCAB - 1
         return tok
+    if name == "roberta":
+        return encoders.roberta_tokenizer(_bpe)
     if name == "bert_mlm":
         from tokenizers import BertWordPieceTokenizer
 
@@ -480,12 +484,16 @@ def build(name):
         return bart_model()
     if name in T5_NAMES:
         return t5_model(name)
+    if name in encoders.ENCODERS:
+        return encoders.build(name)
     return getattr(transformers, name_to_class(name))(bert_config())
 
 
 def name_to_class(name):
     if name in CAUSAL:
         return CAUSAL[name][0]
+    if name in encoders.ENCODERS:
+        return encoders.ENCODERS[name][0]
     return {
         "gpt2": "GPT2LMHeadModel",
         "bert_mlm": "BertForMaskedLM",
@@ -507,12 +515,14 @@ def outputs(name, model, ref_dir=None):
         return run_bart(model, ref_dir)
     if name in T5_NAMES:
         return run_t5(model, ref_dir)
+    if name in encoders.ENCODERS:
+        return encoders.run(name, model, ref_dir)
     return run_bert(model, name_to_class(name))
 
 
 T5_NAMES = ("t5", "t5_v11", "mt5")
 BASE = ("gpt2", "bert_mlm", "bert_pretraining", "bert_model", "bart")
-NAMES = (*BASE, *T5_NAMES, *CAUSAL, *gpt_lines.CAUSAL)
+NAMES = (*BASE, *T5_NAMES, *CAUSAL, *gpt_lines.CAUSAL, *encoders.ENCODERS)
 # Seeds: the base fixtures 0.., T5 5.., the decoder families 15..: with seed 5 the llama
 # fixture's float32 logits from HF and from us differed by 1.2e-5 (each ~1e-5 from a float64
 # run of HF; other seeds 4e-6 to 6e-6), a tail of float32 rounding, not a bug.
@@ -521,6 +531,7 @@ SEEDS = {
     **{name: 5 + i for i, name in enumerate(T5_NAMES)},
     **{name: 15 + i for i, name in enumerate(CAUSAL)},
     **gpt_lines.SEEDS,
+    **{name: 30 + i for i, name in enumerate(encoders.ENCODERS)},
 }
 CAUSAL.update(gpt_lines.CAUSAL)  # after SEEDS: they carry their own seeds
 

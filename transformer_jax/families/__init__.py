@@ -15,9 +15,11 @@ from types import ModuleType
 
 from transformer_jax.config import ModelConfig
 from transformer_jax.families import (
+    albert,
     bart,
     bert,
     codegen,
+    distilbert,
     falcon,
     gpt1,
     gpt2,
@@ -26,6 +28,7 @@ from transformer_jax.families import (
     llama,
     mistral,
     mt5,
+    roberta,
     starcoder,
     t5,
     transformer,
@@ -33,10 +36,11 @@ from transformer_jax.families import (
 
 # Order matters to hf.save: a config is saved as the first family whose config.json reads
 # back as it (LLaMA before Mistral: a LLaMA config is also a Mistral one without a window;
-# T5 before mT5, which hf.save writes as model_type t5).
+# T5 before mT5, which hf.save writes as model_type t5; DistilBERT before BERT: a BERT
+# config without token types reads back as BERT, but HF's BERT needs a token-type table).
 _MODULES: tuple[ModuleType, ...] = (
-    gpt2, bert, bart, transformer, t5, mt5, llama, mistral, falcon, codegen, starcoder,
-    gpt1, gpt_neo, gpt3,
+    gpt2, distilbert, bert, bart, transformer, t5, mt5, llama, mistral, falcon, codegen,
+    starcoder, gpt1, gpt_neo, gpt3, roberta, albert,
 )  # fmt: skip
 
 FAMILIES: dict[str, ModuleType] = {m.__name__.rsplit(".", 1)[-1]: m for m in _MODULES}

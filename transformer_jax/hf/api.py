@@ -94,9 +94,10 @@ def _comparable(config: ModelConfig) -> ModelConfig:
 def family_for_config(
     config: ModelConfig, params: Any, heads: bool
 ) -> tuple[ModuleType, dict[str, Any], ModelConfig, Any]:
-    """The HF family whose config.json reads back as exactly `config` (compute dtype aside),
-    after the family's `hf_canonical` (an equivalent form, e.g. a zero output bias), with
-    that config.json, and the canonical config and params."""
+    """The HF family whose checkpoint (config.json and the tensor names written) reads back
+    as exactly `config` (compute dtype aside), after the family's `hf_canonical` (an
+    equivalent form, e.g. a zero output bias), with that config.json, and the canonical
+    config and params."""
     reasons = []
     for model_type, family in HF_FAMILIES.items():
         try:
@@ -104,6 +105,9 @@ def family_for_config(
             cfg, prm = canonical(config, params, heads)
             hf_config = family.to_hf_config(cfg, heads)
             back = family.from_hf_config(hf_config)
+            if heads and hasattr(family, "hf_from_tensors"):  # as `load` reads the file
+                written = engine.entries(family, cfg, heads, family.HF_PREFIX)
+                back = family.hf_from_tensors(back, {e.hf for e in written if not e.alias})
         except (ValueError, KeyError) as e:
             reasons.append(f"{model_type}: {e}")
             continue

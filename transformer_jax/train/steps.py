@@ -69,10 +69,13 @@ def forward_stats(
             **kw,
         )  # [B, T, V]
     elif objective in ("mlm", "mlm_nsp"):
+        types = batch.get("token_types")  # [B, T]; the MLM pipeline's are all zero
+        if not model.config.embed.type_vocab_size:
+            types = None  # a model without token types (DistilBERT)
         logits, nsp_logits = model.apply(
             variables,
             batch["inputs"],
-            batch.get("token_types"),
+            types,
             positions=batch.get("positions"),
             segment_ids=batch.get("segment_ids"),
             method="pretrain",
