@@ -40,6 +40,7 @@ import sys
 import tempfile
 
 import numpy as np
+import seq2seq_families
 import torch
 import transformers
 
@@ -470,6 +471,8 @@ def run_bart(model, ref_dir=None):
 
 
 def build(name):
+    if name in seq2seq_families.ENCDEC:
+        return seq2seq_families.build(name)
     if name in CAUSAL:
         return getattr(transformers, CAUSAL[name][0])(CAUSAL[name][1]())
     if name == "gpt2":
@@ -482,6 +485,8 @@ def build(name):
 
 
 def name_to_class(name):
+    if name in seq2seq_families.ENCDEC:
+        return seq2seq_families.ENCDEC[name][0]
     if name in CAUSAL:
         return CAUSAL[name][0]
     return {
@@ -497,6 +502,8 @@ def name_to_class(name):
 
 
 def outputs(name, model, ref_dir=None):
+    if name in seq2seq_families.ENCDEC:
+        return seq2seq_families.run(name, model, ref_dir)
     if name in CAUSAL:
         return run_causal(name, model, ref_dir)
     if name == "gpt2":
@@ -510,7 +517,7 @@ def outputs(name, model, ref_dir=None):
 
 T5_NAMES = ("t5", "t5_v11", "mt5")
 BASE = ("gpt2", "bert_mlm", "bert_pretraining", "bert_model", "bart")
-NAMES = (*BASE, *T5_NAMES, *CAUSAL)
+NAMES = (*BASE, *T5_NAMES, *CAUSAL, *seq2seq_families.ENCDEC)
 # Seeds: the base fixtures 0.., T5 5.., the decoder families 15..: with seed 5 the llama
 # fixture's float32 logits from HF and from us differed by 1.2e-5 (each ~1e-5 from a float64
 # run of HF; other seeds 4e-6 to 6e-6), a tail of float32 rounding, not a bug.
@@ -518,6 +525,7 @@ SEEDS = {
     **{name: i for i, name in enumerate(BASE)},
     **{name: 5 + i for i, name in enumerate(T5_NAMES)},
     **{name: 15 + i for i, name in enumerate(CAUSAL)},
+    **{name: 30 + i for i, name in enumerate(seq2seq_families.ENCDEC)},  # mbart marian plbart
 }
 
 

@@ -21,8 +21,11 @@ from transformer_jax.families import (
     falcon,
     gpt2,
     llama,
+    marian,
+    mbart,
     mistral,
     mt5,
+    plbart,
     starcoder,
     t5,
     transformer,
@@ -30,9 +33,11 @@ from transformer_jax.families import (
 
 # Order matters to hf.save: a config is saved as the first family whose config.json reads
 # back as it (LLaMA before Mistral: a LLaMA config is also a Mistral one without a window;
-# T5 before mT5, which hf.save writes as model_type t5).
+# T5 before mT5, which hf.save writes as model_type t5; BART before PLBART, whose configs
+# are BART's with scaled embeddings).
 _MODULES: tuple[ModuleType, ...] = (
-    gpt2, bert, bart, transformer, t5, mt5, llama, mistral, falcon, codegen, starcoder
+    gpt2, bert, bart, transformer, t5, mt5, llama, mistral, falcon, codegen, starcoder,
+    mbart, marian, plbart,
 )  # fmt: skip
 
 FAMILIES: dict[str, ModuleType] = {m.__name__.rsplit(".", 1)[-1]: m for m in _MODULES}
