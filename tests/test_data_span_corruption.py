@@ -123,3 +123,22 @@ def test_c4_recipe_raises_the_not_prepared_error(tmp_path):
     config.data_dir = str(tmp_path)
     with pytest.raises(data.DatasetNotPreparedError, match=r"c4/en.*tfds build c4/en"):
         data.make_datasets(config, str(tmp_path / "w"), num_devices=1, num_local_devices=1)
+
+
+def test_span_settings_are_validated_and_the_vocabulary_holds_the_sentinels():
+    from transformer_jax import data
+    from transformer_jax.train import run_config
+
+    config = run_config.default_config()
+    config.model, config.objective = "t5-tiny", "span_corruption"
+    assert run_config.model_config(config, 300).vocab_size == 300 + obj.NUM_SENTINELS
+    config.model_overrides.vocab_size = 350  # the tokenizer's 300 fit, the sentinels do not
+    with pytest.raises(ValueError, match=r"350: .*\(300 \+ 100 span-corruption sentinels\)"):
+        run_config.model_config(config, 300)
+    for field, value, rule in (("noise_density", 1.5, r"in \(0.0, 1.0\)"),
+                               ("mean_noise_span_length", 0.5, ">= 1")):  # fmt: skip
+        bad = run_config.default_config()
+        bad.objective = "span_corruption"
+        bad[field] = value
+        with pytest.raises(ValueError, match=rf"config.{field}={value} must be {rule}"):
+            data.validate_config(bad)
