@@ -35,12 +35,18 @@ lint: $(VENV)/.installed
 test: $(VENV)/.installed lint
 	$(PY) -m pytest -q $(PYTEST_XDIST) $(PYTEST_ARGS) tests
 
-# The edit-test loop: everything but the tests marked slow (whole training runs, subprocesses).
+# The edit-test loop: everything but the tests marked slow (whole training runs, subprocesses),
+# with a JAX compilation cache kept between runs in .cache/jax-tests (compiling is most of the
+# suite's time; entries are keyed by program, flags and versions, so a stale one is never used).
+# `make test` always starts from an empty cache.
+JAX_TEST_CACHE := $(CURDIR)/.cache/jax-tests
 test-fast: $(VENV)/.installed
+	@mkdir -p $(JAX_TEST_CACHE)
+	TRANSFORMER_JAX_TEST_JAX_CACHE_DIR=$(JAX_TEST_CACHE) \
 	$(PY) -m pytest -q $(PYTEST_XDIST) -m "not slow" $(PYTEST_ARGS) tests
 
 bench: $(VENV)/.installed
 	$(PY) bench/train_throughput.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .cache

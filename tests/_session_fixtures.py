@@ -8,7 +8,9 @@
    start (train.py, sample.py, `python -c`) inherit the environment, so a train step compiled
    once is loaded, not compiled, by the next process. The cache only saves time: XLA compiles
    the same HLO to the same executable (test_compilation_cache.py checks this bitwise), and
-   TRANSFORMER_JAX_TEST_JAX_CACHE=0 runs the whole suite without it.
+   TRANSFORMER_JAX_TEST_JAX_CACHE=0 runs the whole suite without it. A directory given in
+   TRANSFORMER_JAX_TEST_JAX_CACHE_DIR is used instead and kept (`make test-fast` keeps one
+   between runs of the edit-test loop).
 2. `shared_dir` / `build_once`: a directory, and a build in it done by exactly one process per
    run (a file lock), shared by all xdist workers; e.g. the robustness reference run.
 3. The `serial` marker (pyproject.toml): tests that send signals, measure time, bind ports or

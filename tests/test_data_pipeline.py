@@ -260,6 +260,7 @@ def test_text_files_hash_split_when_eval_files_is_empty(files, shared_tokenizer,
     assert train.num_items > eval_source.num_items > 0
 
 
+@pytest.mark.slow  # builds the whole stdlib corpus and trains its tokenizer
 def test_default_stdlib_corpus(tmp_path):
     config = _config(tmp_path, "clm", vocab_size=1024, tokenizer_max_sentences=20_000)
     del config["train_files"], config["eval_files"], config["dataset"]  # 'stdlib' is the default

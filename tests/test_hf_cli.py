@@ -133,6 +133,7 @@ def test_export_own_format_for_the_paper_transformer(tmp_path):
     assert hf.load_tokenizer(str(tmp_path / "out")).digest == tok.digest
 
 
+@pytest.mark.slow  # subprocesses
 def test_bad_input_exits_2_with_one_line(tmp_path):
     """The exit status is the point: one real process per command line."""
     bad = tmp_path / "truncated"

@@ -137,6 +137,7 @@ def test_a_layout_from_a_newer_version_is_refused(tmp_path):
 
 
 # ------------------------------------------------------------------------- numbers
+@pytest.mark.slow  # train_and_evaluate runs
 @pytest.mark.parametrize("name", ["gpt_gated", "bart_tiny", "bert_tiny"])
 def test_legacy_workdir_reevaluates_to_its_recorded_loss(name, corpus, tmp_path):
     """A finished run re-evaluates on rerun: the migrated parameters compute the function the
@@ -149,6 +150,7 @@ def test_legacy_workdir_reevaluates_to_its_recorded_loss(name, corpus, tmp_path)
         assert json.load(f)["version"] == 2  # rewritten in today's form once it fitted
 
 
+@pytest.mark.slow  # train_and_evaluate runs
 @pytest.mark.parametrize("name", ["gpt_tiny", "bart_tiny"])
 def test_same_seed_same_losses_and_legacy_resume(name, corpus, tmp_path):
     """From scratch, today's code reproduces the per-step losses the old code recorded (same

@@ -39,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 
+import gpt_lines
 import numpy as np
 import seq2seq_families
 import torch
@@ -293,6 +294,7 @@ def run_causal(name, model, ref_dir=None):
         gen_tokens=generated,
         gen_eos_id=eos,
     )
+    return out
 
 
 T5_VOCAB, T5_KV = 103, 6  # head size 6 with 3 heads: inner width 18 != d_model 24
@@ -517,7 +519,7 @@ def outputs(name, model, ref_dir=None):
 
 T5_NAMES = ("t5", "t5_v11", "mt5")
 BASE = ("gpt2", "bert_mlm", "bert_pretraining", "bert_model", "bart")
-NAMES = (*BASE, *T5_NAMES, *CAUSAL, *seq2seq_families.ENCDEC)
+NAMES = (*BASE, *T5_NAMES, *CAUSAL, *gpt_lines.CAUSAL, *seq2seq_families.ENCDEC)
 # Seeds: the base fixtures 0.., T5 5.., the decoder families 15..: with seed 5 the llama
 # fixture's float32 logits from HF and from us differed by 1.2e-5 (each ~1e-5 from a float64
 # run of HF; other seeds 4e-6 to 6e-6), a tail of float32 rounding, not a bug.
@@ -525,8 +527,10 @@ SEEDS = {
     **{name: i for i, name in enumerate(BASE)},
     **{name: 5 + i for i, name in enumerate(T5_NAMES)},
     **{name: 15 + i for i, name in enumerate(CAUSAL)},
+    **gpt_lines.SEEDS,
     **{name: 30 + i for i, name in enumerate(seq2seq_families.ENCDEC)},  # mbart marian plbart
 }
+CAUSAL.update(gpt_lines.CAUSAL)  # after SEEDS: they carry their own seeds
 
 
 def make(name, seed):

@@ -19,7 +19,10 @@ from transformer_jax.families import (
     bert,
     codegen,
     falcon,
+    gpt1,
     gpt2,
+    gpt3,
+    gpt_neo,
     llama,
     marian,
     mbart,
@@ -37,7 +40,7 @@ from transformer_jax.families import (
 # are BART's with scaled embeddings).
 _MODULES: tuple[ModuleType, ...] = (
     gpt2, bert, bart, transformer, t5, mt5, llama, mistral, falcon, codegen, starcoder,
-    mbart, marian, plbart,
+    gpt1, gpt_neo, gpt3, mbart, marian, plbart,
 )  # fmt: skip
 
 FAMILIES: dict[str, ModuleType] = {m.__name__.rsplit(".", 1)[-1]: m for m in _MODULES}
