@@ -56,7 +56,7 @@ def _setup(preset, objective, lr=3e-3, sgd=False, **kw):
     return cfg, model, state, jax.jit(step)
 
 
-@pytest.mark.slow  # 150 steps per architecture
+@pytest.mark.slow  # 150 steps per architecture (t5-tiny: 250)
 @pytest.mark.parametrize(
     "preset,objective",
     [("gpt-tiny", "clm"), ("bert-tiny", "mlm_nsp"), ("bart-tiny", "denoise"),
