@@ -37,7 +37,9 @@ def test_recipe_is_valid_and_documents_its_command(path):
     run_config.validate(config)
     data.validate_config(config)
     model_cfg = run_config.model_config(config, config.vocab_size)
-    assert model_cfg.vocab_size == config.vocab_size and model_cfg.dtype == config.dtype
+    sentinels = 100 if config.objective == "span_corruption" else 0  # T5's, after the vocab
+    assert model_cfg.vocab_size == config.vocab_size + sentinels
+    assert model_cfg.dtype == config.dtype
     shapes = jax.eval_shape(lambda r: models.init_params(model_cfg, r), jax.random.key(0))
     assert models.count_params(shapes) > 0
 

@@ -22,7 +22,7 @@ EXPECTED_KEYS = {
     },
 }  # fmt: skip
 EXPECTED_KEYS["mlm_nsp"] = EXPECTED_KEYS["mlm"] | {"nsp_labels"}
-EXPECTED_KEYS["seq2seq"] = EXPECTED_KEYS["denoise"]
+EXPECTED_KEYS["seq2seq"] = EXPECTED_KEYS["span_corruption"] = EXPECTED_KEYS["denoise"]
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,9 @@ def _assert_equal_batches(a, b):
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
-@pytest.mark.parametrize("objective", ["clm", "mlm", "mlm_nsp", "denoise", "seq2seq"])
+@pytest.mark.parametrize(
+    "objective", ["clm", "mlm", "mlm_nsp", "denoise", "span_corruption", "seq2seq"]
+)
 def test_batches_are_a_pure_function_of_seed_and_step(files, shared_tokenizer, tmp_path, objective):
     config = _config(files, objective)
     train, eval_source, tok = _make(config, tmp_path / "w", shared_tokenizer)
@@ -97,7 +99,8 @@ def test_batches_are_a_pure_function_of_seed_and_step(files, shared_tokenizer, t
         leading = (6,) if key == "nsp_labels" else (6, 64)
         assert value.shape == leading, key
         assert value.dtype == (np.float32 if key == "weights" else np.int32), key
-    assert batch["weights"].sum() > 0 and (batch["targets"] < tok.vocab_size).all()
+    sentinels = 100 if objective == "span_corruption" else 0  # ids after the tokenizer's
+    assert batch["weights"].sum() > 0 and (batch["targets"] < tok.vocab_size + sentinels).all()
     _assert_equal_batches(batch, train.get_batch(3))
     assert not np.array_equal(batch["inputs"], train.get_batch(4)["inputs"])
     # A second run (cache hit, new objects) reproduces it; so does iterate(start_step).

@@ -191,7 +191,11 @@ def _sources(ref):
 def test_greedy_generation_matches_hf_seq2seq(loaded, name):
     """HF generated with suppress_tokens=[pad] because our generate never emits the pad id;
     T5's decoder start is the pad id itself (its 2 + 3 layers: HF without a cache)."""
-    config, params, ref = loaded[name]
+    check_greedy_seq2seq(*loaded[name])
+
+
+def check_greedy_seq2seq(config, params, ref):
+    """Our cached greedy decoding from the fixture's padded sources equals HF's tokens."""
     eos = int(ref["gen_eos_id"])
     tokens, lengths = generate(
         config,
@@ -211,7 +215,11 @@ def test_beam_search_matches_hf_t5(loaded):
     from greedy on row 0). One known difference: HF admits a finished hypothesis only from
     the W best candidates of a step, ours (Flax / tensor2tensor) from the 2W best; the `t5`
     fixture's row 0 is such a case (ours ends at a more likely 1-token EOS hypothesis)."""
-    config, params, ref = loaded["t5_v11"]
+    check_beam_seq2seq(*loaded["t5_v11"])
+
+
+def check_beam_seq2seq(config, params, ref):
+    """Our beam search (alpha=0) equals HF's canonical beam search, best hypothesis per row."""
     eos = int(ref["gen_eos_id"])
     tokens, lengths, _ = beam_search(
         config,

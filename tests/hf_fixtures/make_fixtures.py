@@ -43,6 +43,7 @@ import tempfile
 import encoders  # the encoder families of issue 10 (RoBERTa, DistilBERT, ALBERT)
 import gpt_lines
 import numpy as np
+import seq2seq_families
 import torch
 import transformers
 
@@ -476,6 +477,8 @@ def run_bart(model, ref_dir=None):
 
 
 def build(name):
+    if name in seq2seq_families.ENCDEC:
+        return seq2seq_families.build(name)
     if name in CAUSAL:
         return getattr(transformers, CAUSAL[name][0])(CAUSAL[name][1]())
     if name == "gpt2":
@@ -490,6 +493,8 @@ def build(name):
 
 
 def name_to_class(name):
+    if name in seq2seq_families.ENCDEC:
+        return seq2seq_families.ENCDEC[name][0]
     if name in CAUSAL:
         return CAUSAL[name][0]
     if name in encoders.ENCODERS:
@@ -507,6 +512,8 @@ def name_to_class(name):
 
 
 def outputs(name, model, ref_dir=None):
+    if name in seq2seq_families.ENCDEC:
+        return seq2seq_families.run(name, model, ref_dir)
     if name in CAUSAL:
         return run_causal(name, model, ref_dir)
     if name == "gpt2":
@@ -522,7 +529,7 @@ def outputs(name, model, ref_dir=None):
 
 T5_NAMES = ("t5", "t5_v11", "mt5")
 BASE = ("gpt2", "bert_mlm", "bert_pretraining", "bert_model", "bart")
-NAMES = (*BASE, *T5_NAMES, *CAUSAL, *gpt_lines.CAUSAL, *encoders.ENCODERS)
+NAMES = (*BASE, *T5_NAMES, *CAUSAL, *gpt_lines.CAUSAL, *encoders.ENCODERS, *seq2seq_families.ENCDEC)
 # Seeds: the base fixtures 0.., T5 5.., the decoder families 15..: with seed 5 the llama
 # fixture's float32 logits from HF and from us differed by 1.2e-5 (each ~1e-5 from a float64
 # run of HF; other seeds 4e-6 to 6e-6), a tail of float32 rounding, not a bug.
@@ -532,6 +539,8 @@ SEEDS = {
     **{name: 15 + i for i, name in enumerate(CAUSAL)},
     **gpt_lines.SEEDS,
     **{name: 30 + i for i, name in enumerate(encoders.ENCODERS)},
+    # mbart marian plbart (made with seeds 30.. like the encoders: different models)
+    **{name: 30 + i for i, name in enumerate(seq2seq_families.ENCDEC)},
 }
 CAUSAL.update(gpt_lines.CAUSAL)  # after SEEDS: they carry their own seeds
 

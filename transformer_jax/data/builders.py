@@ -319,6 +319,7 @@ class CatalogSpec:
 
 CATALOG: dict[str, CatalogSpec] = {
     "lm1b": CatalogSpec("lm1b", "train", "test", text_key="text"),
+    "c4/en": CatalogSpec("c4/en", "train", "validation", text_key="text"),
     "glue/sst2": CatalogSpec("glue/sst2", "train", "validation", "sentence", label_key="label"),
     "imdb_reviews": CatalogSpec("imdb_reviews", "train", "test", "text", label_key="label"),
     "wikitext/wikitext-103-raw-v1": CatalogSpec(

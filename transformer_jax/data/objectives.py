@@ -1,6 +1,7 @@
 """Training objectives on token ids: pure NumPy, host side.
 
-Every random draw for row r of the global batch at step s comes from
+Objectives: clm, mlm (BERT 80/10/10), mlm_nsp, denoise (BART), span_corruption (T5),
+seq2seq. Every random draw for row r of the global batch at step s comes from
 `np.random.default_rng([seed, s, r])` (`row_rng`), so a batch does not depend on how its rows
 are split over processes, and MLM masks / denoising noise are fresh at every step.
 
@@ -39,6 +40,9 @@ class SpecialIds:
     newline: int = tok_lib.NEWLINE_ID
     num_special: int = tok_lib.NUM_SPECIAL
     special: tuple[int, ...] | None = None  # None: exactly the ids below num_special
+    # Span corruption: sentinel k is `sentinel - k` (T5's <extra_id_k>, counted down from the
+    # top of the vocabulary); -1 = none.
+    sentinel: int = -1
 
     @classmethod
     def from_tokenizer(cls, tokenizer) -> SpecialIds:
@@ -76,7 +80,8 @@ class SpecialIds:
         """Names of the ids `objective` needs that the tokenizer does not have."""
         need = {"clm": ("bos", "eos"), "mlm": ("mask", "cls", "sep"),
                 "mlm_nsp": ("mask", "cls", "sep"), "denoise": ("bos", "eos", "mask"),
-                "seq2seq": ("bos", "eos")}[objective]  # fmt: skip
+                "seq2seq": ("bos", "eos"), "span_corruption": ("bos", "eos", "sentinel"),
+                }[objective]  # fmt: skip
         return [n for n in need if getattr(self, n) < 0]
 
 
@@ -405,3 +410,99 @@ def seq2seq_batch(rows: Mapping[str, np.ndarray], ids: SpecialIds) -> dict[str, 
         "targets_positions": pos.astype(np.int32),
         "targets_segment_ids": segs.astype(np.int32),
     }
+
+
+# ----------------------------------------------------------------------------- span corruption
+NUM_SENTINELS = 100  # T5's extra ids: the most noise spans one example may have
+
+
+def random_segmentation(num_items: int, num_segments: int, rng: np.random.Generator) -> np.ndarray:
+    """Lengths [num_segments] of a uniformly random split of `num_items` items into that many
+    non-empty consecutive segments (T5's `_random_segmentation`)."""
+    cuts = np.sort(rng.choice(np.arange(1, num_items), num_segments - 1, replace=False))
+    return np.diff(np.concatenate([[0], cuts, [num_items]])).astype(np.int64)
+
+
+def span_noise_mask(
+    length: int, rng: np.random.Generator, density: float = 0.15, mean_span: float = 3.0
+) -> np.ndarray:
+    """T5's `random_spans_noise_mask` of one example, bool [length]: round(density * length)
+    noise tokens (at least 1, at most length - 1) in round(noise / mean_span) spans (at least
+    1), alternating with as many non-noise spans; the example starts with non-noise."""
+    if length < 2:
+        return np.zeros(length, bool)
+    num_noise = min(max(int(np.round(length * density)), 1), length - 1)
+    num_spans = max(int(np.round(num_noise / mean_span)), 1)
+    num_spans = min(num_spans, num_noise, length - num_noise)
+    noise = random_segmentation(num_noise, num_spans, rng)  # [spans]
+    keep = random_segmentation(length - num_noise, num_spans, rng)  # [spans]
+    flags = np.repeat(np.tile([False, True], num_spans), np.stack([keep, noise], 1).reshape(-1))
+    return flags
+
+
+def span_corrupt_example(
+    tokens: np.ndarray,
+    ids: SpecialIds,
+    rng: np.random.Generator,
+    density: float = 0.15,
+    mean_span: float = 3.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One `body EOS` example -> (encoder input, decoder target), T5's span corruption: each
+    noise span of the body becomes one sentinel in the input; the target is each sentinel
+    followed by the span it replaced; both keep the EOS. Sentinel k is `ids.sentinel - k`."""
+    body = tokens[:-1] if len(tokens) and tokens[-1] == ids.eos else tokens
+    tail = tokens[len(body) :]
+    noise = span_noise_mask(len(body), rng, density, mean_span)  # [T] bool
+    starts = noise & ~np.concatenate([[False], noise[:-1]])  # first token of each noise span
+    num_spans = int(starts.sum())
+    if num_spans > NUM_SENTINELS:
+        raise ValueError(
+            f"span corruption: an example of {len(body)} tokens has {num_spans} noise spans, "
+            f"more than the {NUM_SENTINELS} sentinels; lower max_length."
+        )
+    sentinel = ids.sentinel - (np.cumsum(starts) - 1)  # [T] the sentinel of each span
+    inputs = np.where(starts, sentinel, body)[~noise | starts]  # a span -> its sentinel
+    is_start = starts[noise]  # [N] per noise token: it opens a span
+    token_at = np.cumsum(1 + is_start) - 1  # [N] its index in the target
+    targets = np.empty(int(noise.sum()) + num_spans, body.dtype)
+    targets[token_at] = body[noise]
+    targets[token_at[is_start] - 1] = sentinel[noise][is_start]  # each span's sentinel first
+    return (
+        np.concatenate([inputs, tail]).astype(np.int32),
+        np.concatenate([targets, tail]).astype(np.int32),
+    )
+
+
+def span_corruption_batch(
+    rows: Mapping[str, np.ndarray],
+    ids: SpecialIds,
+    seed: int,
+    step: int,
+    row_ids: Sequence[int],
+    density: float = 0.15,
+    mean_span: float = 3.0,
+    stream: int = TRAIN_STREAM,
+) -> dict[str, np.ndarray]:
+    """T5 span corruption on packed `chunk EOS` rows: per example, the encoder row holds the
+    corrupted input and the decoder row its sentinel-delimited spans, both under the
+    example's segment id (neither is longer than the example, so both rows fit)."""
+    tokens, segs = rows["tokens"], rows["segment_ids"]
+    names = ("inputs", "inputs_positions", "inputs_segment_ids", "targets",
+             "targets_positions", "targets_segment_ids")  # fmt: skip
+    out = {k: np.zeros_like(tokens, np.int32) for k in names}  # [B, T] each
+    for i, r in enumerate(row_ids):
+        rng = row_rng(seed, step, r, stream)
+        at_in = at_out = 0
+        for k in range(1, int(segs[i].max(initial=0)) + 1):
+            example = tokens[i][segs[i] == k]
+            inputs, targets = span_corrupt_example(example, ids, rng, density, mean_span)
+            for name, values, at in (("inputs", inputs, at_in), ("targets", targets, at_out)):
+                n = len(values)
+                out[name][i, at : at + n] = values
+                out[f"{name}_positions"][i, at : at + n] = np.arange(n)
+                out[f"{name}_segment_ids"][i, at : at + n] = k
+            at_in, at_out = at_in + len(inputs), at_out + len(targets)
+    segs_out, pos_out = out["targets_segment_ids"], out["targets_positions"]
+    out["decoder_inputs"] = shift_right(out["targets"], pos_out, segs_out, ids.bos)
+    out["weights"] = (segs_out > 0).astype(np.float32)
+    return out

@@ -4,7 +4,9 @@ Steps: validate the config (before any work) -> build/locate the TFDS dataset ->
 reuse `WORKDIR/tokenizer.model` on the train split -> tokenize + pack each split once into
 int32 arrays cached as `.npy` under `WORKDIR/data_cache/<key>/` (key = hash of dataset
 identity, tokenizer, max_length, objective) -> memory-map them. Objectives that draw random
-corruption (MLM, NSP, denoising) store the clean rows and corrupt them per (seed, step, row).
+corruption (MLM, NSP, denoising, span corruption) store the clean rows and corrupt them per
+(seed, step, row). Span corruption's sentinels are the 100 ids after the tokenizer's
+vocabulary (the model's vocabulary is that much larger, run_config.model_config).
 
 Text edge cases: files are decoded as UTF-8 with invalid bytes replaced by U+FFFD; empty
 documents are skipped (a split of only empty files is "empty": ValueError); lines of any
@@ -14,7 +16,8 @@ length are encoded in full (long documents are split into rows of max_length); s
 Config fields read (others are ignored):
   dataset ('stdlib' if absent), data_dir, objective, vocab_size, max_length, per_device_batch_size,
   eval_batch_size, seed, num_eval_batches, mlm_probability (0.15), denoise_ratio (0.3),
-  poisson_lambda (3.0); for 'text_files': train_files, eval_files (None or "": split
+  poisson_lambda (3.0), noise_density (0.15), mean_noise_span_length (3.0); for
+  'text_files': train_files, eval_files (None or "": split
   train_files by path hash); for 'parallel_text': train_source, train_target, eval_source,
   eval_target; optional: validation_fraction (0.03), reverse_translation (False),
   tokenizer_max_sentences (100_000), max_train_examples (None = all).
@@ -40,7 +43,7 @@ __all__ = ["OBJECTIVES", "LOCAL_DATASETS", "make_datasets", "validate_config", "
 
 log = logging.getLogger(__name__)
 
-OBJECTIVES = ("clm", "mlm", "mlm_nsp", "denoise", "seq2seq")
+OBJECTIVES = ("clm", "mlm", "mlm_nsp", "denoise", "span_corruption", "seq2seq")
 LOCAL_DATASETS = ("stdlib", "text_files", "parallel_text")
 MIN_MAX_LENGTH = 8
 _CACHE_FORMAT = 2  # 2: empty documents are skipped (they used to give an EOS-only row)
@@ -107,10 +110,14 @@ def validate_config(config) -> None:
         ("mlm_probability", 0.15, 0.0, 1.0),
         ("denoise_ratio", 0.3, 0.0, 1.0),
         ("validation_fraction", 0.03, 0.0, 1.0),
+        ("noise_density", 0.15, 0.0, 1.0),
     ):
         value = _get(config, name, default)
         if not isinstance(value, float | int) or not low < value < high:
             raise ValueError(f"config.{name}={value!r} must be in ({low}, {high})")
+    span = _get(config, "mean_noise_span_length", 3.0)
+    if not isinstance(span, float | int) or span < 1:
+        raise ValueError(f"config.mean_noise_span_length={span!r} must be >= 1")
     lam = _get(config, "poisson_lambda", 3.0)
     if not isinstance(lam, float | int) or lam <= 0:
         raise ValueError(f"config.poisson_lambda={lam!r} must be > 0")
@@ -239,6 +246,7 @@ def _build_store(
         "clm": objectives.clm_examples,
         "mlm": objectives.mlm_examples,
         "denoise": objectives.denoise_examples,
+        "span_corruption": objectives.denoise_examples,  # `chunk EOS`, corrupted per step
     }[objective]
     packer = packing.Packer(max_length)
     for (doc,) in examples:
@@ -316,6 +324,8 @@ def _make_rows(store, objective: str, ids: objectives.SpecialIds, config, stream
     mlm_p = float(_get(config, "mlm_probability", 0.15))
     ratio = float(_get(config, "denoise_ratio", 0.3))
     lam = float(_get(config, "poisson_lambda", 3.0))
+    density = float(_get(config, "noise_density", 0.15))
+    span = float(_get(config, "mean_noise_span_length", 3.0))
     if objective == "mlm_nsp":
         anchors = _nsp_anchors(store)
         nsp_store = {k: np.asarray(v) for k, v in store.items()}
@@ -331,6 +341,9 @@ def _make_rows(store, objective: str, ids: objectives.SpecialIds, config, stream
         ),
         "denoise": lambda items, step, rows: objectives.denoise_batch(
             take(items), ids, seed, step, rows, ratio, lam, stream
+        ),
+        "span_corruption": lambda items, step, rows: objectives.span_corruption_batch(
+            take(items), ids, seed, step, rows, density, span, stream
         ),
     }[objective]
 
@@ -399,6 +412,8 @@ def make_datasets(
         seed=int(config.seed),
     )
     ids = objectives.SpecialIds.from_tokenizer(tok)
+    if config.objective == "span_corruption":  # sentinels: the ids after the tokenizer's
+        ids = dataclasses.replace(ids, sentinel=tok.vocab_size + objectives.NUM_SENTINELS - 1)
     missing = ids.missing(config.objective)
     if missing:
         raise ValueError(

@@ -26,8 +26,11 @@ from transformer_jax.families import (
     gpt3,
     gpt_neo,
     llama,
+    marian,
+    mbart,
     mistral,
     mt5,
+    plbart,
     roberta,
     starcoder,
     t5,
@@ -37,10 +40,11 @@ from transformer_jax.families import (
 # Order matters to hf.save: a config is saved as the first family whose config.json reads
 # back as it (LLaMA before Mistral: a LLaMA config is also a Mistral one without a window;
 # T5 before mT5, which hf.save writes as model_type t5; DistilBERT before BERT: a BERT
-# config without token types reads back as BERT, but HF's BERT needs a token-type table).
+# config without token types reads back as BERT, but HF's BERT needs a token-type table;
+# BART before PLBART, whose configs are BART's with scaled embeddings).
 _MODULES: tuple[ModuleType, ...] = (
     gpt2, distilbert, bert, bart, transformer, t5, mt5, llama, mistral, falcon, codegen,
-    starcoder, gpt1, gpt_neo, gpt3, roberta, albert,
+    starcoder, gpt1, gpt_neo, gpt3, roberta, albert, mbart, marian, plbart,
 )  # fmt: skip
 
 FAMILIES: dict[str, ModuleType] = {m.__name__.rsplit(".", 1)[-1]: m for m in _MODULES}

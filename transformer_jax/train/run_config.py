@@ -30,7 +30,7 @@ class ConfigError(ValueError):
 ARCH_OBJECTIVES = {
     "decoder": ("clm",),
     "encoder": ("mlm", "mlm_nsp"),
-    "encoder_decoder": ("denoise", "seq2seq"),
+    "encoder_decoder": ("denoise", "span_corruption", "seq2seq"),
 }
 
 
@@ -54,7 +54,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.train_target = ""
     c.eval_source = ""
     c.eval_target = ""
-    c.objective = "clm"  # clm | mlm | mlm_nsp | denoise | seq2seq
+    c.objective = "clm"  # clm | mlm | mlm_nsp | denoise | span_corruption | seq2seq
     c.vocab_size = 2048  # sentencepiece vocabulary (trained on the train split)
     c.max_length = 128  # tokens per row (packed)
     c.validation_fraction = 0.03  # stdlib / text_files without eval_files: held-out files
@@ -64,6 +64,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.mlm_probability = 0.15  # mlm: share of tokens chosen (then 80/10/10 mask/random/keep)
     c.denoise_ratio = 0.3  # denoise: share of tokens in infilled spans
     c.poisson_lambda = 3.0  # denoise: mean span length
+    c.noise_density = 0.15  # span_corruption (T5): share of tokens in noise spans
+    c.mean_noise_span_length = 3.0  # span_corruption: mean noise span length
     # Batches.
     c.per_device_batch_size = 16
     c.eval_batch_size = 16  # per device
@@ -181,8 +183,13 @@ def model_config(
     """The preset (or `base`, a checkpoint's config for init_from runs) with overrides, the
     tokenizer's vocabulary and the run's dtype; checked against the objective and max_length."""
     overrides = dict(config.model_overrides.to_dict()) if config.model_overrides else {}
+    from transformer_jax.data.objectives import NUM_SENTINELS  # (data imports TFDS: lazily)
+
+    needed = vocab_size  # the tokenizer's ids, then span corruption's sentinels after them
+    if config.objective == "span_corruption":
+        needed += NUM_SENTINELS
     if base is None:
-        overrides.setdefault("vocab_size", vocab_size)
+        overrides.setdefault("vocab_size", needed)
     overrides.setdefault("dtype", config.dtype)
     name = config.model if base is None else config.init_from
     try:
@@ -191,11 +198,12 @@ def model_config(
         )
     except (ValueError, TypeError) as e:
         raise ValueError(f"config.model={name!r} with model_overrides={overrides}: {e}") from None
-    if model_cfg.vocab_size < vocab_size:
+    if model_cfg.vocab_size < needed:
+        sentinels = f" + {NUM_SENTINELS} span-corruption sentinels" if needed > vocab_size else ""
         _fail(
             "model_overrides.vocab_size",
             model_cfg.vocab_size,
-            f"is smaller than the tokenizer's vocabulary ({vocab_size})",
+            f"is smaller than the tokenizer's vocabulary ({vocab_size}{sentinels})",
         )
     allowed = ARCH_OBJECTIVES[model_cfg.arch]
     if config.objective not in allowed:

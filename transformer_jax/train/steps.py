@@ -25,7 +25,7 @@ from jax import lax
 
 from transformer_jax.train.losses import smoothed_cross_entropy, weighted_token_stats
 
-OBJECTIVES = ("clm", "mlm", "mlm_nsp", "denoise", "seq2seq")
+OBJECTIVES = ("clm", "mlm", "mlm_nsp", "denoise", "span_corruption", "seq2seq")
 
 
 @flax.struct.dataclass
@@ -81,7 +81,7 @@ def forward_stats(
             method="pretrain",
             **kw,
         )  # [B, T, V], [B, L]
-    elif objective in ("denoise", "seq2seq"):
+    elif objective in ("denoise", "span_corruption", "seq2seq"):
         logits = model.apply(
             variables,
             batch["inputs"],
