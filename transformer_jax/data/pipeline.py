@@ -425,11 +425,19 @@ def make_datasets(
                 f"split {split!r} of dataset {ds.name!r} has one document; NSP needs >= 2"
             )
         train = stream == objectives.TRAIN_STREAM
+        global_batch = int(per_device) * num_devices
+        if train and n < global_batch:
+            raise ValueError(
+                f"split {split!r} of dataset {ds.name!r} is too small for one batch: it holds "
+                f"{n} row(s) of up to max_length={config.max_length} tokens, but a batch takes "
+                f"{global_batch} (per_device_batch_size={per_device} x {num_devices} "
+                "device(s)); add text, or lower per_device_batch_size or max_length"
+            )
         result.append(
             BatchSource(
                 n,
                 _make_rows(store, objective, ids, config, stream),
-                global_batch_size=int(per_device) * num_devices,
+                global_batch_size=global_batch,
                 process_index=process_index,
                 process_count=process_count,
                 seed=int(config.seed),
