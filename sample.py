@@ -18,11 +18,12 @@ uses beam search (deterministic; --num_samples is then ignored).
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from transformer_jax import console  # noqa: E402
+
+console.quiet_environment("--verbose" in sys.argv)  # before anything imports TensorFlow
 
 from absl import app, flags  # noqa: E402
 
@@ -43,6 +44,7 @@ flags.DEFINE_float("length_penalty", 0.6, "Beam search length penalty alpha.")
 flags.DEFINE_integer("num_samples", 1, "Samples per prompt.")
 flags.DEFINE_integer("seed", 0, "Sampling seed.")
 flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest finalized one).")
+flags.DEFINE_bool("verbose", False, "Also print the INFO lines of absl, orbax, jax and TF.")
 
 
 def read_prompts(prompt: str | None, prompt_file: str | None) -> list[str]:
@@ -168,6 +170,7 @@ def run_model(model_cfg, params, tokenizer, title: str, prompts: list[str], **op
 
 def main(argv: list[str]) -> int:
     del argv
+    console.setup(FLAGS.verbose)
     try:
         if (FLAGS.workdir is None) == (FLAGS.hf_dir is None):
             raise ValueError("Give exactly one of --workdir or --hf_dir.")

@@ -115,6 +115,7 @@ def test_sample_command_line(workdirs, tmp_path):
                "--max_new_tokens=4", "--temperature=0")  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.count("\n> ") == 2  # the blank line is skipped
+    assert out.stderr == ""  # no absl/orbax/jax INFO lines (--verbose brings them back)
     bad = _cli(f"--workdir={tmp_path / 'nothing'}", "--prompt=x")
     assert bad.returncode == 2 and "not a transformer_jax workdir" in bad.stderr
     both = _cli(f"--workdir={workdirs['gpt-tiny']}", "--prompt=x", f"--prompt_file={prompts}")

@@ -152,6 +152,32 @@ class _LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     def code_path(cls) -> epath.Path:
         return epath.Path(__file__)
 
+    # TFDS prints "Downloading and preparing dataset Unknown size ..." to stdout; nothing is
+    # downloaded here: one line of ours instead.
+    def _log_download_bytes(self) -> None:
+        log.info("Preparing %s (%s) in %s", self.name, self.builder_config.description,
+                 self.data_dir)  # fmt: skip
+
+    def _log_download_done(self) -> None:
+        pass
+
+
+class _LocalBuilderNoise(logging.Filter):
+    """Drops TFDS's warnings that are expected for our local builders (their config is made
+    per file set; a build folder has no dataset_info.json until it is prepared)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = str(record.msg)
+        if msg.startswith("Using custom data configuration") and record.args:
+            return not isinstance(record.args[0], TextFilesConfig | ParallelTextConfig)
+        if msg.startswith("Variant folder") and record.args:
+            folder = str(record.args[0])
+            return not any(f"{os.sep}{name}{os.sep}" in folder for name in _LOCAL_NAMES)
+        return True
+
+
+_LOCAL_NAMES = ("local_text_files", "local_parallel_text")
+
 
 class LocalTextFiles(_LocalBuilder):
     """Local text files, one example `{'text': str}` per file."""
@@ -411,6 +437,9 @@ def parallel_text_builder(
         splits=frozen,
     )
     return tfds.builder("local_parallel_text", config=config, data_dir=data_dir)
+
+
+logging.getLogger("absl").addFilter(_LocalBuilderNoise())  # TFDS logs through absl
 
 
 def prepare(builder: tfds.core.DatasetBuilder) -> tfds.core.DatasetBuilder:
