@@ -52,8 +52,14 @@ def read_prompts(prompt: str | None, prompt_file: str | None) -> list[str]:
         raise ValueError("Give exactly one of --prompt or --prompt_file.")
     if prompt is not None:
         return [prompt]
-    with open(prompt_file, encoding="utf-8") as f:
-        prompts = [line.rstrip("\n") for line in f if line.strip()]
+    try:
+        with open(prompt_file, encoding="utf-8") as f:
+            prompts = [line.rstrip("\n") for line in f if line.strip()]
+    except UnicodeDecodeError as e:
+        raise ValueError(
+            f"--prompt_file {prompt_file!r} is not UTF-8 text (byte {e.start} is "
+            f"{e.object[e.start : e.start + 1]!r}); save it as UTF-8."
+        ) from None
     if not prompts:
         raise ValueError(f"--prompt_file {prompt_file!r} holds no non-empty line.")
     return prompts

@@ -58,6 +58,19 @@ def _check_length(config: ModelConfig, length: int, what: str) -> None:
         )
 
 
+def _check_tokens(config: ModelConfig, tokens: Any, what: str) -> None:
+    """Token ids must be an int array [B, T] within the position limit (checked at trace
+    time, on shapes only)."""
+    shape = getattr(tokens, "shape", None)
+    if shape is None or len(shape) != 2:
+        got = f"shape {tuple(shape)}" if shape is not None else f"a {type(tokens).__name__}"
+        raise ValueError(
+            f"{what} tokens must be an int array [batch, length]; got {got}. For one "
+            "sequence add a batch axis: tokens[None] (or jnp.asarray([ids]))."
+        )
+    _check_length(config, shape[1], what)
+
+
 def _positions(tokens: jax.Array, positions: jax.Array | None) -> jax.Array:
     if positions is None:
         return jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)  # [B, T]
@@ -227,7 +240,7 @@ class EncoderOnly(_OutputMixin, nn.Module):
     ) -> jax.Array:
         """Hidden states [B, T, D]."""
         cfg = self.config
-        _check_length(cfg, tokens.shape[1], "Input")
+        _check_tokens(cfg, tokens, "Input")
         mask = combine_masks(
             _key_mask(cfg, tokens, valid, segment_ids), _segments(segment_ids, segment_ids)
         )
@@ -352,7 +365,7 @@ class DecoderOnly(_OutputMixin, nn.Module):
     ) -> jax.Array:
         """The backbone's output: final hidden states [B, T, D], before the projection."""
         cfg = self.config
-        _check_length(cfg, tokens.shape[1], "Input")
+        _check_tokens(cfg, tokens, "Input")
         mask = combine_masks(
             causal_mask(tokens.shape[1]),
             _key_mask(cfg, tokens, valid, segment_ids),
@@ -406,7 +419,7 @@ class EncoderDecoder(_OutputMixin, nn.Module):
     ) -> jax.Array:
         """Encoder output [B, S, D]."""
         cfg = self.config
-        _check_length(cfg, src.shape[1], "Source")
+        _check_tokens(cfg, src, "Source")
         mask = combine_masks(
             _key_mask(cfg, src, valid, segment_ids), _segments(segment_ids, segment_ids)
         )
@@ -466,7 +479,7 @@ class EncoderDecoder(_OutputMixin, nn.Module):
             _segments(segment_ids, src_segment_ids),
         )
         if cache is None:
-            _check_length(cfg, tgt.shape[1], "Target")
+            _check_tokens(cfg, tgt, "Target")
             mask = combine_masks(
                 causal_mask(tgt.shape[1]),
                 _key_mask(cfg, tgt, valid, segment_ids),
