@@ -14,10 +14,11 @@ length are encoded in full (long documents are split into rows of max_length); s
 Config fields read (others are ignored):
   dataset ('stdlib' if absent), data_dir, objective, vocab_size, max_length, per_device_batch_size,
   eval_batch_size, seed, num_eval_batches, mlm_probability (0.15), denoise_ratio (0.3),
-  poisson_lambda (3.0); for 'text_files': train_files, eval_files (None or "": split
-  train_files by path hash); for 'parallel_text': train_source, train_target, eval_source,
-  eval_target; optional: validation_fraction (0.03), reverse_translation (False),
-  tokenizer_max_sentences (100_000), max_train_examples (None = all).
+  poisson_lambda (3.0); for 'text_files': train_files, eval_files (None or "": hold out
+  part of train_files, `builders.text_files_splits`); for 'parallel_text': train_source,
+  train_target, eval_source, eval_target; optional: validation_fraction (0.03),
+  reverse_translation (False), tokenizer_max_sentences (100_000), max_train_examples (None =
+  all).
 """
 
 from __future__ import annotations
