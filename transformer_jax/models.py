@@ -11,6 +11,9 @@ default). T5 and Marian start the decoder with the pad id itself, so their teach
 targets pass `valid` (or segment ids) for the start token to be seen. Packed rows pass
 `segment_ids` (and per-example `positions`) so that examples never attend to each other.
 Parameters are float32; activations use `config.dtype`; logits are returned as float32.
+Token inputs are int [B, T] arrays (one sequence: `tokens[None]`). The attention masks built
+from all this follow `transformer_jax.nn`'s convention: bool, broadcastable to [B, 1, T, S],
+True where query t may attend key s.
 """
 
 from __future__ import annotations
