@@ -475,6 +475,7 @@ def _run(
                     preempt(done)
                 summary["eval"] = result
                 writer.write(done, "eval", result)
+                progress.unpause()  # the bar's rate and ETA leave the evaluation's time out
                 if is_chief:
                     log.info(
                         "Step %d eval: loss %.4f, perplexity %.2f, accuracy %.3f",
