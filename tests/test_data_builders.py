@@ -94,7 +94,7 @@ def test_empty_split_is_rejected(tmp_path):
         builders.text_files_builder({"train": ["a"], "validation": []}, str(tmp_path))
 
 
-def test_own_data_a_file_a_folder_a_glob(tmp_path, caplog):
+def test_own_data_a_file_a_folder_a_glob(tmp_path, caplog, monkeypatch):
     """No eval_files: one file is split by its tail (whole lines, one log line says what);
     a folder and a glob give the same split; files-only splits keep their old build name."""
     folder = tmp_path / "corpus"
@@ -118,6 +118,9 @@ def test_own_data_a_file_a_folder_a_glob(tmp_path, caplog):
         f"validation_fraction=0.1) as validation: {one!r} from byte {cut}"
     ]
     assert builders.text_files_splits(one, validation_fraction=0.1) == splits  # deterministic
+    monkeypatch.setattr(builders, "_CHUNK", 5)  # line breaks found across read chunks
+    description = caplog.messages[0].removeprefix("text_files: ")
+    assert builders.holdout_tail([one], 0.1) == (*splits.values(), description)
     builder = builders.prepare(builders.text_files_builder(splits, str(tmp_path / "data")))
     assert _read_split(builder, "train") + _read_split(builder, "validation") == [
         text[:cut],

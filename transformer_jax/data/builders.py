@@ -264,8 +264,50 @@ def _check_not_all_empty(field: str, pattern, paths: Sequence[str]) -> None:
     )
 
 
-def _count_lines(data: bytes) -> int:
-    return data.count(b"\n") + (bool(data) and not data.endswith(b"\n"))
+_CHUNK = 1 << 20  # bytes read at a time when looking for line breaks
+
+
+def _open_binary(path: str):
+    return tensorflow().io.gfile.GFile(path, "rb") if "://" in path else open(path, "rb")  # noqa: SIM115
+
+
+def _line_start(path: str, pos: int) -> int:
+    """Start of the line that holds byte `pos`: after the last newline in [0, pos), or 0."""
+    with _open_binary(path) as f:
+        end = pos
+        while end > 0:
+            start = max(0, end - _CHUNK)
+            f.seek(start)
+            newline = f.read(end - start).rfind(b"\n")
+            if newline >= 0:
+                return start + newline + 1
+            end = start
+    return 0
+
+
+def _next_line_start(path: str, pos: int, size: int) -> int:
+    """Start of the line after the one holding byte `pos` (`size` if it is the last)."""
+    with _open_binary(path) as f:
+        f.seek(pos)
+        while chunk := f.read(_CHUNK):
+            newline = chunk.find(b"\n")
+            if newline >= 0:
+                return pos + newline + 1
+            pos += len(chunk)
+    return size
+
+
+def _count_lines(ranges: Sequence[tuple[str, int]]) -> int:
+    """Lines in the bytes of (path, from byte) taken as one stream (a last line without its
+    newline counts)."""
+    lines, last = 0, b"\n"
+    for path, start in ranges:
+        with _open_binary(path) as f:
+            f.seek(start)
+            while chunk := f.read(_CHUNK):
+                lines += chunk.count(b"\n")
+                last = chunk[-1:]
+    return lines + (last != b"\n")
 
 
 def holdout_tail(
@@ -275,8 +317,8 @@ def holdout_tail(
     `validation_fraction` of the bytes of `paths` (sorted, taken as one stream) held out,
     cut at the start of a line, so that one file (or a few) gives both splits.
 
-    Deterministic in the files' contents. ValueError when the text has too few lines to give
-    both splits at least one line.
+    Deterministic in the files' contents; reads only near the cut and the held-out tail.
+    ValueError when the text has too few lines to give both splits at least one line.
     """
     paths = sorted(paths)
     sizes = [_size_and_mtime(p)[0] for p in paths]
@@ -287,34 +329,30 @@ def holdout_tail(
     while offset + sizes[k] <= target:
         offset += sizes[k]
         k += 1
-    data = _read_bytes(paths[k])
-    within = target - offset
-    cut = data.rfind(b"\n", 0, within) + 1  # the start of the line holding the cut
+    size, within = sizes[k], target - offset
+    cut = _line_start(paths[k], within)
     if cut == 0 and not any(sizes[:k]):  # nothing left for train: cut after that line
-        newline = data.find(b"\n", within)
-        cut = len(data) if newline < 0 else newline + 1
-    if (cut == len(data) and not any(sizes[k + 1 :])) or (cut == 0 and not any(sizes[:k])):
+        cut = _next_line_start(paths[k], within, size)
+    if (cut == size and not any(sizes[k + 1 :])) or (cut == 0 and not any(sizes[:k])):
         raise ValueError(
             f"the text files {paths[:3]!r}{' ...' if len(paths) > 3 else ''} hold "
-            f"{_count_lines(b''.join(_read_bytes(p) for p in paths))} line(s) in all "
-            f"({total} bytes):"
-            " too small to hold out a validation slice; give at least two lines, or the "
+            f"{_count_lines([(p, 0) for p in paths])} line(s) in all ({total} bytes): too "
+            "small to hold out a validation slice; give at least two lines, or the "
             "validation data as config.eval_files"
         )
     train: list[FileEntry] = list(paths[:k])
     validation: list[FileEntry] = []
     if cut > 0:
-        train.append(paths[k] if cut == len(data) else (paths[k], 0, cut))
-    if cut < len(data):
-        validation.append(paths[k] if cut == 0 else (paths[k], cut, len(data)))
+        train.append(paths[k] if cut == size else (paths[k], 0, cut))
+    if cut < size:
+        validation.append(paths[k] if cut == 0 else (paths[k], cut, size))
     validation.extend(paths[k + 1 :])
-    tail = data[cut:] + b"".join(_read_bytes(p) for p in paths[k + 1 :])
-    lines = _count_lines(tail)
+    lines = _count_lines([(paths[k], cut)] + [(p, 0) for p in paths[k + 1 :]])
     where = f"{paths[k]!r} from byte {cut}" if cut else repr(paths[k])
     if k + 1 < len(paths):
         where += f" and the {len(paths) - k - 1} file(s) after it"
     description = (
-        f"no eval_files: held out the last {lines} line(s) ({len(tail)} bytes, "
+        f"no eval_files: held out the last {lines} line(s) ({total - offset - cut} bytes, "
         f"validation_fraction={validation_fraction}) as validation: {where}"
     )
     return train, validation, description
