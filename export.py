@@ -22,7 +22,7 @@ import sys
 
 from transformer_jax import console  # noqa: E402
 
-console.quiet_environment("--verbose" in sys.argv)  # before anything imports TensorFlow
+console.quiet_environment(console.verbose_flag(sys.argv))  # before anything imports TensorFlow
 
 from absl import app, flags  # noqa: E402
 

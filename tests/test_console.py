@@ -36,3 +36,9 @@ def test_default_prints_our_lines_plainly_and_verbose_brings_libraries_back(
     console.setup(verbose=True)
     assert absl_logging.get_verbosity() == absl_logging.INFO and ours.propagate
     assert not [h for h in ours.handlers if h.get_name() == "transformer_jax.console"]
+
+
+def test_verbose_flag_is_read_before_flag_parsing():
+    assert console.verbose_flag(["train.py", "--workdir=w", "--verbose"])
+    assert console.verbose_flag(["sample.py", "--verbose=True"])
+    assert not console.verbose_flag(["train.py", "--noverbose", "--verbose=false"])

@@ -19,6 +19,11 @@ import sys
 _HANDLER_NAME = "transformer_jax.console"
 
 
+def verbose_flag(argv: list[str]) -> bool:
+    """Whether a command line holds --verbose (read before absl parses the flags)."""
+    return any(a in ("--verbose", "-verbose") or a.lower() == "--verbose=true" for a in argv)
+
+
 def quiet_environment(verbose: bool = False) -> None:
     """Sets TensorFlow's logging variables (unless the user set them); call before TF loads."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose else "2")
