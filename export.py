@@ -20,7 +20,9 @@ import json
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from transformer_jax import console  # noqa: E402
+
+console.quiet_environment(console.verbose_flag(sys.argv))  # before anything imports TensorFlow
 
 from absl import app, flags  # noqa: E402
 
@@ -35,6 +37,7 @@ def _define_flags() -> None:
     flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest finalized one).")
     flags.DEFINE_enum("format", "auto", ["auto", "hf", "own"], "Which format to write.")
     flags.DEFINE_integer("max_shard_size", None, "Bytes per safetensors shard (default: one).")
+    flags.DEFINE_bool("verbose", False, "Also print the INFO lines of absl, orbax, jax and TF.")
 
 
 METADATA_FILE = "transformer_jax_export.json"
@@ -98,6 +101,7 @@ def _read_json(path: str):
 
 def main(argv: list[str]) -> int:
     del argv
+    console.setup(FLAGS.get_flag_value("verbose", False))
     try:
         if not FLAGS.workdir or not FLAGS.out:
             raise ValueError("Give --workdir (a train.py workdir) and --out (the directory).")

@@ -18,11 +18,12 @@ uses beam search (deterministic; --num_samples is then ignored).
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from transformer_jax import console  # noqa: E402
+
+console.quiet_environment(console.verbose_flag(sys.argv))  # before anything imports TensorFlow
 
 from absl import app, flags  # noqa: E402
 
@@ -43,6 +44,7 @@ flags.DEFINE_float("length_penalty", 0.6, "Beam search length penalty alpha.")
 flags.DEFINE_integer("num_samples", 1, "Samples per prompt.")
 flags.DEFINE_integer("seed", 0, "Sampling seed.")
 flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest finalized one).")
+flags.DEFINE_bool("verbose", False, "Also print the INFO lines of absl, orbax, jax and TF.")
 
 
 def read_prompts(prompt: str | None, prompt_file: str | None) -> list[str]:
@@ -50,8 +52,14 @@ def read_prompts(prompt: str | None, prompt_file: str | None) -> list[str]:
         raise ValueError("Give exactly one of --prompt or --prompt_file.")
     if prompt is not None:
         return [prompt]
-    with open(prompt_file, encoding="utf-8") as f:
-        prompts = [line.rstrip("\n") for line in f if line.strip()]
+    try:
+        with open(prompt_file, encoding="utf-8") as f:
+            prompts = [line.rstrip("\n") for line in f if line.strip()]
+    except UnicodeDecodeError as e:
+        raise ValueError(
+            f"--prompt_file {prompt_file!r} is not UTF-8 text (byte {e.start} is "
+            f"{e.object[e.start : e.start + 1]!r}); save it as UTF-8."
+        ) from None
     if not prompts:
         raise ValueError(f"--prompt_file {prompt_file!r} holds no non-empty line.")
     return prompts
@@ -168,6 +176,7 @@ def run_model(model_cfg, params, tokenizer, title: str, prompts: list[str], **op
 
 def main(argv: list[str]) -> int:
     del argv
+    console.setup(FLAGS.verbose)
     try:
         if (FLAGS.workdir is None) == (FLAGS.hf_dir is None):
             raise ValueError("Give exactly one of --workdir or --hf_dir.")

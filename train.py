@@ -5,7 +5,8 @@ resumes from its latest intact checkpoint (finalized by orbax and matching its c
 Exit codes: 0 done; 1 unexpected error (pending checkpoint saves are finished first); 2
 invalid config or input (ValueError: a bad field, a dataset that is not prepared, a checkpoint
 that does not fit the config or is corrupt); 3 non-finite loss/gradient; 75 preempted by
-SIGTERM (state saved: rerun to resume).
+SIGTERM or interrupted by Ctrl-C (state saved: rerun to resume); 130 a second Ctrl-C during
+that save (exits at once; the checkpoints saved before are intact).
 
 Multi-process (one process per host): --coordinator_address HOST:PORT --num_processes N
 --process_id I; on CPU add --cpu_collectives=gloo.
@@ -13,14 +14,14 @@ Multi-process (one process per host): --coordinator_address HOST:PORT --num_proc
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from transformer_jax import console  # noqa: E402
+
+console.quiet_environment(console.verbose_flag(sys.argv))  # before anything imports TensorFlow
 
 from absl import app, flags  # noqa: E402
-from absl import logging as absl_logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "gpt_tiny.py")
@@ -32,6 +33,7 @@ flags.DEFINE_string("coordinator_address", None, "jax.distributed coordinator HO
 flags.DEFINE_integer("num_processes", None, "Number of processes (jax.distributed).")
 flags.DEFINE_integer("process_id", None, "This process's index (jax.distributed).")
 flags.DEFINE_string("cpu_collectives", None, "CPU collectives implementation, e.g. 'gloo'.")
+flags.DEFINE_bool("verbose", False, "Also print the INFO lines of absl, orbax, jax, TF and TFDS.")
 flags.mark_flag_as_required("workdir")
 
 EXIT_INVALID, EXIT_NONFINITE, EXIT_PREEMPTED = 2, 3, 75
@@ -48,12 +50,12 @@ def main(argv: list[str]) -> int:
     from transformer_jax.data import DatasetNotPreparedError
     from transformer_jax.train import ConfigError, NonFiniteError, Preempted, train_and_evaluate
 
-    # Our own progress lines at INFO; library chatter (orbax, TF) at WARNING and above.
-    absl_logging.set_verbosity(absl_logging.WARNING)
-    import tensorflow_datasets as tfds
+    # Our own lines at INFO; library chatter (absl, orbax, TF, TFDS) only with --verbose.
+    console.setup(FLAGS.verbose)
+    if not FLAGS.verbose:
+        import tensorflow_datasets as tfds
 
-    tfds.disable_progress_bar()  # our own bar is the one to watch
-    logging.getLogger("transformer_jax").setLevel(logging.INFO)
+        tfds.disable_progress_bar()  # our own bar is the one to watch
     try:
         summary = train_and_evaluate(FLAGS.config, FLAGS.workdir)
     except Preempted as e:

@@ -6,6 +6,9 @@ runs train.py's own `main` exactly as `python train.py [flags...]` would:
 
   {"kill_at_step": N}        SIGKILL itself when the loop asks for the batch of step N
   {"sigterm_at_step": N}     SIGTERM itself likewise (handled by the loop: save, exit 75)
+  {"sigint_at_step": N}      SIGINT (Ctrl-C) itself likewise (handled as SIGTERM is)
+  {"sigint_in_save": N}      SIGINT again in the background save of step N, after orbax wrote
+                             it and before its checksums (a second Ctrl-C: exit at once)
   {"raise_at_step": N}       raise RuntimeError there (an unexpected exception)
   {"sigterm_in_setup": 1}    SIGTERM while the datasets are being prepared (before training)
   {"sigterm_in_compile": 1}  SIGTERM while the train step is being traced for compilation
@@ -245,8 +248,8 @@ def copy_workdir(src: str, dst: str, *, checkpoints: bool | list[int] = False) -
 
 
 def train_losses(workdir: str) -> dict[int, float]:
-    """step -> train loss from metrics.jsonl (appended to across restarts: the last record of
-    each step wins)."""
+    """step -> train loss from metrics.jsonl (a resumed run first drops the rows past its
+    checkpoint, so each step has one record)."""
     out = {}
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         for line in f:
@@ -313,8 +316,8 @@ def _install(faults: dict) -> None:
     from transformer_jax.data import sources
     from transformer_jax.train import checkpoints, steps
 
-    at_keys = ("kill_at_step", "sigterm_at_step", "raise_at_step", "nan_at_step")
-    at = {k: faults[k] for k in at_keys if k in faults}
+    names = ("kill_at_step", "sigterm_at_step", "sigint_at_step", "raise_at_step", "nan_at_step")
+    at = {k: faults[k] for k in names if k in faults}
     if at:
         iterate = sources.BatchSource.iterate
 
@@ -327,6 +330,8 @@ def _install(faults: dict) -> None:
                         _kill(signal.SIGKILL)
                     if at.get("sigterm_at_step") == step:
                         _kill(signal.SIGTERM)
+                    if at.get("sigint_at_step") == step:
+                        _kill(signal.SIGINT)
                     if at.get("raise_at_step") == step:
                         raise RuntimeError(f"injected failure at step {step}")
                     batch = next(batches)
@@ -391,6 +396,19 @@ def _install(faults: dict) -> None:
 
     if "kill_in_save" in faults:
         _install_save_kill(*faults["kill_in_save"], checkpoints)
+
+    if "sigint_in_save" in faults:
+        import time
+
+        digests = checkpoints.file_digests
+
+        def interrupted_digests(step_dir):
+            if os.path.basename(str(step_dir)) == str(faults["sigint_in_save"]):
+                _kill(signal.SIGINT)
+                time.sleep(30)  # the handler must end the process before the save finishes
+            return digests(step_dir)
+
+        checkpoints.file_digests = interrupted_digests
 
 
 def _install_save_kill(step: int, moment: str, checkpoints) -> None:

@@ -115,7 +115,15 @@ def test_sample_command_line(workdirs, tmp_path):
                "--max_new_tokens=4", "--temperature=0")  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.count("\n> ") == 2  # the blank line is skipped
+    assert out.stderr == ""  # no absl/orbax/jax INFO lines (--verbose brings them back)
     bad = _cli(f"--workdir={tmp_path / 'nothing'}", "--prompt=x")
     assert bad.returncode == 2 and "not a transformer_jax workdir" in bad.stderr
     both = _cli(f"--workdir={workdirs['gpt-tiny']}", "--prompt=x", f"--prompt_file={prompts}")
     assert both.returncode == 2 and "exactly one of --prompt or --prompt_file" in both.stderr
+
+
+def test_prompt_file_that_is_not_utf8_is_named(tmp_path):
+    path = tmp_path / "latin1.txt"
+    path.write_bytes("café\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=rf"--prompt_file '{path}' is not UTF-8 text \(byte 3 "):
+        sample.read_prompts(None, str(path))

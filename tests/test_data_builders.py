@@ -1,6 +1,8 @@
 """TFDS builders for local files (built for real into tmp data_dirs), the stdlib corpus, and
 the catalog error for datasets that are not prepared."""
 
+import logging
+import math
 import os
 import shutil
 import time
@@ -88,6 +90,63 @@ def test_empty_split_is_rejected(tmp_path):
     synthetic.write_code_corpus(str(tmp_path), 2)
     with pytest.raises(ValueError, match="split 'validation' of dataset 'text_files' is empty"):
         builders.text_files_splits(str(tmp_path / "*.py"), str(tmp_path / "*.nothing"))
+    with pytest.raises(ValueError, match="split 'validation' of dataset 'text_files' is empty"):
+        builders.text_files_builder({"train": ["a"], "validation": []}, str(tmp_path))
+
+
+def test_own_data_a_file_a_folder_a_glob(tmp_path, caplog, monkeypatch):
+    """No eval_files: one file is split by its tail (whole lines, one log line says what);
+    a folder and a glob give the same split; files-only splits keep their old build name."""
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    text = "".join(f"line {i} {'x' * (i % 7)}\n" for i in range(40))
+    (folder / "a.txt").write_text(text[:300])
+    (folder / "b.txt").write_text(text[300:])
+    (folder / ".hidden").write_text("never read\n")
+    one = str(tmp_path / "one.txt")
+    with open(one, "w") as f:
+        f.write(text)
+    with caplog.at_level(logging.INFO, logger="transformer_jax.data.builders"):
+        splits = builders.text_files_splits(one, validation_fraction=0.1)
+    size = len(text)
+    [(path, start, cut)] = splits["train"]
+    assert (path, start) == (one, 0) and splits["validation"] == [(one, cut, size)]
+    assert text[cut - 1] == "\n" and math.ceil(0.1 * size) <= size - cut < 0.1 * size + 12
+    held = text[cut:].count("\n")
+    assert caplog.messages == [
+        f"text_files: no eval_files: held out the last {held} line(s) ({size - cut} bytes, "
+        f"validation_fraction=0.1) as validation: {one!r} from byte {cut}"
+    ]
+    assert builders.text_files_splits(one, validation_fraction=0.1) == splits  # deterministic
+    monkeypatch.setattr(builders, "_CHUNK", 5)  # line breaks found across read chunks
+    description = caplog.messages[0].removeprefix("text_files: ")
+    assert builders.holdout_tail([one], 0.1) == (*splits.values(), description)
+    builder = builders.prepare(builders.text_files_builder(splits, str(tmp_path / "data")))
+    assert _read_split(builder, "train") + _read_split(builder, "validation") == [
+        text[:cut],
+        text[cut:],
+    ]
+    by_folder = builders.text_files_splits(str(folder), validation_fraction=0.1)
+    assert by_folder == builders.text_files_splits(str(folder / "*.txt"), validation_fraction=0.1)
+    assert {builders._entry_path(e) for v in by_folder.values() for e in v} == {
+        str(folder / "a.txt"),
+        str(folder / "b.txt"),
+    }
+    whole = {"train": [str(folder / "a.txt")], "validation": [str(folder / "b.txt")]}
+    name = builders.text_files_builder(whole, str(tmp_path / "data")).builder_config.name
+    assert name == "text_files_" + builders.fingerprint(whole)  # as before byte ranges existed
+
+
+def test_own_data_that_cannot_be_split_says_why(tmp_path):
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(ValueError, match=r"empty.txt' is empty \(0 bytes\)"):
+        builders.text_files_splits(str(tmp_path / "empty.txt"))
+    (tmp_path / "e2.txt").write_text("")
+    with pytest.raises(ValueError, match=r"matched 2 files and all are empty \(0 bytes\)"):
+        builders.text_files_splits(str(tmp_path))
+    (tmp_path / "line.txt").write_text("just one line\n")
+    with pytest.raises(ValueError, match=r"hold 1 line\(s\) in all \(14 bytes\): too small"):
+        builders.text_files_splits(str(tmp_path / "line.txt"))
 
 
 def test_parallel_text_builder(tmp_path):

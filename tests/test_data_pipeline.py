@@ -260,6 +260,17 @@ def test_text_files_hash_split_when_eval_files_is_empty(files, shared_tokenizer,
     assert train.num_items > eval_source.num_items > 0
 
 
+def test_one_text_file_trains_and_a_too_small_one_says_so(files, shared_tokenizer, tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("".join(p.read_text() for p in sorted((files / "train").glob("*.py"))))
+    config = _config(files, "clm", train_files=str(corpus), eval_files="")
+    train, eval_source, _ = _make(config, tmp_path / "w", shared_tokenizer)
+    assert train.num_items > eval_source.num_items > 0
+    config.per_device_batch_size = train.num_items  # x 2 devices: more rows than there are
+    with pytest.raises(ValueError, match=f"too small for one batch: it holds {train.num_items} "):
+        _make(config, tmp_path / "w")
+
+
 @pytest.mark.slow  # builds the whole stdlib corpus and trains its tokenizer
 def test_default_stdlib_corpus(tmp_path):
     config = _config(tmp_path, "clm", vocab_size=1024, tokenizer_max_sentences=20_000)

@@ -564,6 +564,11 @@ def test_inputs_longer_than_max_len_raise():
     for cfg, inputs, method, what in cases:
         with pytest.raises(ValueError, match=f"{what} length 17 .*max_len=16"):
             _trace(cfg, *inputs, method=method)
+    flat = np.ones(5, np.int32)  # one sequence without its batch axis
+    for cfg, inputs, what in ((GPT, (flat,), "Input"), (BART, (flat, ok), "Source")):
+        with pytest.raises(ValueError, match=rf"{what} tokens must be an int array \[batch, "
+                           r"length\]; got shape \(5,\)\. .* tokens\[None\]"):  # fmt: skip
+            _trace(cfg, *inputs)
 
 
 def test_token_types_without_type_vocab_raise():

@@ -153,6 +153,18 @@ def test_damaged_data_file_names_step_and_file(ref, tmp_path, damage):
     ckpt.close()
 
 
+def test_reading_a_corrupt_latest_checkpoint_names_the_step_to_read_instead(ref):
+    from transformer_jax.train import workdir as wd
+
+    workdir = ref.new_workdir("corrupt-latest", checkpoints=[6, 8])
+    os.truncate(_largest_data_file(os.path.join(workdir, "checkpoints", "8")), 10)
+    with pytest.raises(CheckpointCorruptError, match=r"Checkpoint step 8 .* The newest older "
+                       r"checkpoint is step 6: read it with step=6 \(sample.py and export.py: "
+                       r"--step 6\)\."):  # fmt: skip
+        wd.load_params(workdir)
+    assert wd.load_params(workdir, 6)[2] == 6
+
+
 def test_array_checksum_names_the_parameter(ref, tmp_path, monkeypatch):
     """Bytes written that differ from the bytes hashed (e.g. a bit flipped in memory on the
     way to disk) are caught by the per-array sha256, which names the parameter path."""

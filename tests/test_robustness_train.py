@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import time
 
 import _robustness_util as U
@@ -59,7 +60,7 @@ def test_sigkill_and_restart_is_bitwise_identical(ref):
     assert out.returncode == 0, out.stderr[-2000:]
     assert _resumed_from(out) == 4
     steps = [r["step"] for r in U.records(workdir) if r["split"] == "train"]
-    assert steps == [1, 2, 3, 4, 5, 5, 6, 7, 8]  # step 5 done twice: appended, last one wins
+    assert steps == [1, 2, 3, 4, 5, 6, 7, 8]  # step 5 done twice: its first row was dropped
     assert U.train_losses(workdir)[5] == first_loss_5
     U.assert_same_as_reference(ref, workdir)
     U.assert_trees_equal(U.load_state(workdir, 6)[1], U.load_state(ref.workdir, 6)[1])
@@ -122,6 +123,46 @@ def test_sigterm_saves_the_current_step_and_exits_75(ref):
     out = ref.train(workdir)
     assert out.returncode == 0 and _resumed_from(out) == 7, out.stderr[-2000:]
     U.assert_same_as_reference(ref, workdir)
+
+
+def _assert_lines(text: str, patterns: list[str]) -> None:
+    """Every line of `text` matches its pattern (re.fullmatch), in order, none more."""
+    lines = text.splitlines()
+    assert len(lines) == len(patterns), text
+    for line, pattern in zip(lines, patterns, strict=True):
+        assert re.fullmatch(pattern, line), (line, pattern)
+
+
+@pytest.mark.serial  # signals / a timed save in flight
+def test_ctrl_c_saves_and_a_second_one_exits_at_once_and_output_is_quiet(ref):
+    """Ctrl-C saves the current step and exits 75 with one line; a second Ctrl-C during that
+    save exits at once (130) leaving the earlier checkpoints intact. Each run prints exactly
+    its own lines (no absl/orbax/TF/TFDS INFO, no traceback, one line per evaluation)."""
+    workdir = ref.new_workdir("sigint")
+    data = [r"text_files split 'train': \d+ items", r"text_files split 'validation': \d+ items"]
+    mfu = re.escape("MFU peak per device: 1e+12 FLOP/s (config.peak_flops)")
+    compiling = r"Step {}: compiling the train step \(rate and ETA start after it\)"
+    evaluation = r"Step {} eval: loss \d+\.\d{{4}}, perplexity \d+\.\d\d, accuracy 0\.\d{{3}}"
+    out = ref.train(workdir, faults={"sigint_at_step": 2})  # asked for step 2's batch
+    assert out.returncode == U.EXIT_PREEMPTED, out.stderr[-2000:]
+    assert out.stdout == ""
+    _assert_lines(out.stderr, [*data, mfu, compiling.format(1), re.escape(
+        "train.py: Interrupted (Ctrl-C); state saved at step 3. Rerun the same command to resume."
+    )])  # fmt: skip
+    assert _latest(workdir) == 3
+
+    out = ref.train(workdir, faults={"sigint_at_step": 4, "sigint_in_save": 5})
+    assert out.returncode == 130, out.stderr[-2000:]
+    resumed = re.escape(f"Resumed from step 3 in {workdir}/checkpoints")
+    _assert_lines(out.stderr, [*data, resumed, mfu, compiling.format(4), evaluation.format(4),
+                               "Second Ctrl-C: exiting now, without finishing the checkpoint "
+                               "being saved; earlier checkpoints are intact. Rerun the same "
+                               "command to resume."])  # fmt: skip
+    assert _status(workdir) == {2: "trusted", 3: "trusted", 4: "trusted", 5: "no_manifest"}
+
+    # The last good checkpoint is bitwise the reference's (resuming past a step without its
+    # manifest is test_sigkill_during_async_save_resumes_from_newest_complete_step's).
+    U.assert_trees_equal(U.load_state(workdir, 4)[1], U.load_state(ref.workdir, 4)[1])
 
 
 @pytest.mark.serial  # signals / a timed save in flight

@@ -13,6 +13,9 @@ targets pass `valid` (or segment ids) for the start token to be seen. Packed row
 Positions not passed are 0, 1, 2, ... per row, or, with learned positions that skip padding
 (RoBERTa), counted over the real tokens only (padding reads the table's row offset - 1).
 Parameters are float32; activations use `config.dtype`; logits are returned as float32.
+Token inputs are int [B, T] arrays (one sequence: `tokens[None]`). The attention masks built
+from all this follow `transformer_jax.nn`'s convention: bool, broadcastable to [B, 1, T, S],
+True where query t may attend key s.
 """
 
 from __future__ import annotations
@@ -58,6 +61,19 @@ def _check_length(config: ModelConfig, length: int, what: str) -> None:
             f"{what} length {length} exceeds the model's position limit "
             f"max_len={config.max_len}; truncate the input or use a config with a larger max_len."
         )
+
+
+def _check_tokens(config: ModelConfig, tokens: Any, what: str) -> None:
+    """Token ids must be an int array [B, T] within the position limit (checked at trace
+    time, on shapes only)."""
+    shape = getattr(tokens, "shape", None)
+    if shape is None or len(shape) != 2:
+        got = f"shape {tuple(shape)}" if shape is not None else f"a {type(tokens).__name__}"
+        raise ValueError(
+            f"{what} tokens must be an int array [batch, length]; got {got}. For one "
+            "sequence add a batch axis: tokens[None] (or jnp.asarray([ids]))."
+        )
+    _check_length(config, shape[1], what)
 
 
 def _positions(
@@ -252,7 +268,7 @@ class EncoderOnly(_OutputMixin, nn.Module):
     ) -> jax.Array:
         """Hidden states [B, T, D]."""
         cfg = self.config
-        _check_length(cfg, tokens.shape[1], "Input")
+        _check_tokens(cfg, tokens, "Input")
         real = _real(cfg, tokens, valid, segment_ids)  # [B, T]
         mask = combine_masks(
             None if real is None else padding_mask(real), _segments(segment_ids, segment_ids)
@@ -378,7 +394,7 @@ class DecoderOnly(_OutputMixin, nn.Module):
     ) -> jax.Array:
         """The backbone's output: final hidden states [B, T, D], before the projection."""
         cfg = self.config
-        _check_length(cfg, tokens.shape[1], "Input")
+        _check_tokens(cfg, tokens, "Input")
         real = _real(cfg, tokens, valid, segment_ids)  # [B, T]
         mask = combine_masks(
             causal_mask(tokens.shape[1]),
@@ -433,7 +449,7 @@ class EncoderDecoder(_OutputMixin, nn.Module):
     ) -> jax.Array:
         """Encoder output [B, S, D]."""
         cfg = self.config
-        _check_length(cfg, src.shape[1], "Source")
+        _check_tokens(cfg, src, "Source")
         real = _real(cfg, src, valid, segment_ids)  # [B, S]
         mask = combine_masks(
             None if real is None else padding_mask(real), _segments(segment_ids, segment_ids)
@@ -497,7 +513,7 @@ class EncoderDecoder(_OutputMixin, nn.Module):
             _segments(segment_ids, src_segment_ids),
         )
         if cache is None:
-            _check_length(cfg, tgt.shape[1], "Target")
+            _check_tokens(cfg, tgt, "Target")
             real = _real(cfg, tgt, valid, segment_ids)  # [B, T]
             mask = combine_masks(
                 causal_mask(tgt.shape[1]),

@@ -20,6 +20,8 @@ from __future__ import annotations
 import dataclasses
 import glob as glob_lib
 import hashlib
+import logging
+import math
 import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
@@ -30,6 +32,7 @@ from etils import epath
 from transformer_jax.data import corpus
 
 LOCAL_VERSION = "1.0.0"
+log = logging.getLogger(__name__)
 
 
 def tensorflow():
@@ -59,13 +62,19 @@ def hide_gpus_from_tensorflow() -> None:
 
 
 def expand_globs(patterns: str | Sequence[str]) -> list[str]:
-    """Sorted, de-duplicated files matching one glob or a list of globs ('**' allowed)."""
+    """Sorted, de-duplicated files matching one glob or a list of globs ('**' allowed). A
+    pattern naming a local folder means every file under it (recursively; names starting
+    with '.' skipped), so a file, a folder and a glob all work."""
     if isinstance(patterns, str):
         patterns = [patterns]
     paths: set[str] = set()
     for pattern in patterns:
         if "://" in pattern:
             paths.update(tensorflow().io.gfile.glob(pattern))
+        elif os.path.isdir(pattern):
+            for dirpath, dirnames, filenames in os.walk(pattern):
+                dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+                paths.update(os.path.join(dirpath, f) for f in filenames if not f.startswith("."))
         else:
             paths.update(p for p in glob_lib.glob(pattern, recursive=True) if os.path.isfile(p))
     return sorted(paths)
@@ -91,12 +100,16 @@ def _size_and_mtime(path: str) -> tuple[int, int]:
     return stat.st_size, stat.st_mtime_ns // 10**9 * 10**9
 
 
-def _read_text(path: str) -> str:
+def _read_bytes(path: str) -> bytes:
     if "://" in path:
         with tensorflow().io.gfile.GFile(path, "rb") as f:
-            return f.read().decode("utf-8", errors="replace")
+            return f.read()
     with open(path, "rb") as f:
-        return f.read().decode("utf-8", errors="replace")
+        return f.read()
+
+
+def _read_text(path: str) -> str:
+    return _read_bytes(path).decode("utf-8", errors="replace")
 
 
 def read_lines(path: str) -> list[str]:
@@ -113,11 +126,16 @@ def read_lines(path: str) -> list[str]:
 # ----------------------------------------------------------------------------- text files
 
 
+# A split entry: a whole file (its path), or the bytes [start, end) of one (a held-out slice).
+FileEntry = str | tuple[str, int, int]
+
+
 @dataclasses.dataclass(eq=False)
 class TextFilesConfig(tfds.core.BuilderConfig):
-    """One document per file. `splits` maps split name -> sorted file paths."""
+    """One document per file (or per byte range of a file). `splits` maps split name ->
+    sorted entries: paths, or (path, start, end) byte ranges."""
 
-    splits: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict, repr=False)
+    splits: dict[str, tuple[FileEntry, ...]] = dataclasses.field(default_factory=dict, repr=False)
     root: str = dataclasses.field(default="", repr=False)  # keys: paths relative to this
 
 
@@ -133,6 +151,32 @@ class _LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     @classmethod
     def code_path(cls) -> epath.Path:
         return epath.Path(__file__)
+
+    # TFDS prints "Downloading and preparing dataset Unknown size ..." to stdout; nothing is
+    # downloaded here: one line of ours instead.
+    def _log_download_bytes(self) -> None:
+        log.info("Preparing %s (%s) in %s", self.name, self.builder_config.description,
+                 self.data_dir)  # fmt: skip
+
+    def _log_download_done(self) -> None:
+        pass
+
+
+class _LocalBuilderNoise(logging.Filter):
+    """Drops TFDS's warnings that are expected for our local builders (their config is made
+    per file set; a build folder has no dataset_info.json until it is prepared)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = str(record.msg)
+        if msg.startswith("Using custom data configuration") and record.args:
+            return not isinstance(record.args[0], TextFilesConfig | ParallelTextConfig)
+        if msg.startswith("Variant folder") and record.args:
+            folder = str(record.args[0])
+            return not any(f"{os.sep}{name}{os.sep}" in folder for name in _LOCAL_NAMES)
+        return True
+
+
+_LOCAL_NAMES = ("local_text_files", "local_parallel_text")
 
 
 class LocalTextFiles(_LocalBuilder):
@@ -151,11 +195,19 @@ class LocalTextFiles(_LocalBuilder):
             for name, paths in self.builder_config.splits.items()
         }
 
-    def _generate_examples(self, paths: Sequence[str]) -> Iterator[tuple[str, dict[str, str]]]:
+    def _generate_examples(
+        self, entries: Sequence[FileEntry]
+    ) -> Iterator[tuple[str, dict[str, str]]]:
         root = self.builder_config.root
-        for path in paths:
-            key = os.path.relpath(path, root) if root else path
-            yield key, {"text": _read_text(path)}
+        for entry in entries:
+            if isinstance(entry, str):
+                key = os.path.relpath(entry, root) if root else entry
+                yield key, {"text": _read_text(entry)}
+            else:
+                path, start, end = entry
+                key = f"{os.path.relpath(path, root) if root else path}@{start}-{end}"
+                text = _read_bytes(path)[start:end].decode("utf-8", errors="replace")
+                yield key, {"text": text}
 
 
 def text_files_builder(
@@ -165,12 +217,21 @@ def text_files_builder(
     for split, paths in splits.items():
         if not paths:
             raise ValueError(
-                f"split {split!r} of dataset {tag!r} is empty: it has no files (for a hash "
-                f"split, add files or raise validation_fraction)"
+                f"split {split!r} of dataset {tag!r} is empty: it has no files; add files, "
+                "or give the validation files as config.eval_files"
             )
-    frozen = {split: tuple(sorted(paths)) for split, paths in splits.items()}
+    frozen = {split: tuple(sorted(paths, key=_entry_key)) for split, paths in splits.items()}
+    files = {split: [_entry_path(e) for e in entries] for split, entries in frozen.items()}
+    ranges = sorted(
+        f"{split}\0{e[0]}\0{e[1]}\0{e[2]}"
+        for split, entries in frozen.items()
+        for e in entries
+        if not isinstance(e, str)
+    )
+    # Whole files only: the name of the builds made before byte ranges existed.
+    extra = "ranges\n" + "\n".join(ranges) if ranges else ""
     config = TextFilesConfig(
-        name=f"{tag}_{fingerprint(frozen)}",
+        name=f"{tag}_{fingerprint(files, extra)}",
         version=LOCAL_VERSION,
         description=f"{tag}: " + ", ".join(f"{k}={len(v)} files" for k, v in frozen.items()),
         splits=frozen,
@@ -179,29 +240,161 @@ def text_files_builder(
     return tfds.builder("local_text_files", config=config, data_dir=data_dir)
 
 
+def _entry_path(entry: FileEntry) -> str:
+    return entry if isinstance(entry, str) else entry[0]
+
+
+def _entry_key(entry: FileEntry) -> tuple[str, int]:
+    return (entry, 0) if isinstance(entry, str) else (entry[0], entry[1])
+
+
+def _check_not_all_empty(field: str, pattern, paths: Sequence[str]) -> None:
+    """ValueError when every matched file is empty (empty files among others are skipped)."""
+    if any(_size_and_mtime(p)[0] for p in paths):
+        return
+    if len(paths) == 1:
+        raise ValueError(
+            f"config.{field}={pattern!r}: the file {paths[0]!r} is empty (0 bytes); "
+            "give a file with text in it"
+        )
+    shown = ", ".join(repr(p) for p in paths[:5]) + (", ..." if len(paths) > 5 else "")
+    raise ValueError(
+        f"config.{field}={pattern!r} matched {len(paths)} files and all are empty (0 bytes): "
+        f"{shown}; give files with text in them"
+    )
+
+
+_CHUNK = 1 << 20  # bytes read at a time when looking for line breaks
+
+
+def _open_binary(path: str):
+    return tensorflow().io.gfile.GFile(path, "rb") if "://" in path else open(path, "rb")  # noqa: SIM115
+
+
+def _line_start(path: str, pos: int) -> int:
+    """Start of the line that holds byte `pos`: after the last newline in [0, pos), or 0."""
+    with _open_binary(path) as f:
+        end = pos
+        while end > 0:
+            start = max(0, end - _CHUNK)
+            f.seek(start)
+            newline = f.read(end - start).rfind(b"\n")
+            if newline >= 0:
+                return start + newline + 1
+            end = start
+    return 0
+
+
+def _next_line_start(path: str, pos: int, size: int) -> int:
+    """Start of the line after the one holding byte `pos` (`size` if it is the last)."""
+    with _open_binary(path) as f:
+        f.seek(pos)
+        while chunk := f.read(_CHUNK):
+            newline = chunk.find(b"\n")
+            if newline >= 0:
+                return pos + newline + 1
+            pos += len(chunk)
+    return size
+
+
+def _count_lines(ranges: Sequence[tuple[str, int]]) -> int:
+    """Lines in the bytes of (path, from byte) taken as one stream (a last line without its
+    newline counts)."""
+    lines, last = 0, b"\n"
+    for path, start in ranges:
+        with _open_binary(path) as f:
+            f.seek(start)
+            while chunk := f.read(_CHUNK):
+                lines += chunk.count(b"\n")
+                last = chunk[-1:]
+    return lines + (last != b"\n")
+
+
+def holdout_tail(
+    paths: Sequence[str], validation_fraction: float
+) -> tuple[list[FileEntry], list[FileEntry], str]:
+    """(train entries, validation entries, a one-line description): the last
+    `validation_fraction` of the bytes of `paths` (sorted, taken as one stream) held out,
+    cut at the start of a line, so that one file (or a few) gives both splits.
+
+    Deterministic in the files' contents; reads only near the cut and the held-out tail.
+    ValueError when the text has too few lines to give both splits at least one line.
+    """
+    paths = sorted(paths)
+    sizes = [_size_and_mtime(p)[0] for p in paths]
+    total = sum(sizes)
+    held = max(1, math.ceil(validation_fraction * total))
+    target = total - held  # byte offset of the cut in the concatenated stream
+    k, offset = 0, 0  # the cut lies in paths[k], which starts at byte `offset`
+    while offset + sizes[k] <= target:
+        offset += sizes[k]
+        k += 1
+    size, within = sizes[k], target - offset
+    cut = _line_start(paths[k], within)
+    if cut == 0 and not any(sizes[:k]):  # nothing left for train: cut after that line
+        cut = _next_line_start(paths[k], within, size)
+    if (cut == size and not any(sizes[k + 1 :])) or (cut == 0 and not any(sizes[:k])):
+        raise ValueError(
+            f"the text files {paths[:3]!r}{' ...' if len(paths) > 3 else ''} hold "
+            f"{_count_lines([(p, 0) for p in paths])} line(s) in all ({total} bytes): too "
+            "small to hold out a validation slice; give at least two lines, or the "
+            "validation data as config.eval_files"
+        )
+    train: list[FileEntry] = list(paths[:k])
+    validation: list[FileEntry] = []
+    if cut > 0:
+        train.append(paths[k] if cut == size else (paths[k], 0, cut))
+    if cut < size:
+        validation.append(paths[k] if cut == 0 else (paths[k], cut, size))
+    validation.extend(paths[k + 1 :])
+    lines = _count_lines([(paths[k], cut)] + [(p, 0) for p in paths[k + 1 :]])
+    where = f"{paths[k]!r} from byte {cut}" if cut else repr(paths[k])
+    if k + 1 < len(paths):
+        where += f" and the {len(paths) - k - 1} file(s) after it"
+    description = (
+        f"no eval_files: held out the last {lines} line(s) ({total - offset - cut} bytes, "
+        f"validation_fraction={validation_fraction}) as validation: {where}"
+    )
+    return train, validation, description
+
+
 def text_files_splits(
     train_files: str | Sequence[str],
     eval_files: str | Sequence[str] | None = None,
     validation_fraction: float = corpus.DEFAULT_VALIDATION_FRACTION,
-) -> dict[str, list[str]]:
-    """{'train', 'validation'} file lists: explicit globs, or (`eval_files` None or "") the
-    train files split by path hash."""
+) -> dict[str, list[FileEntry]]:
+    """{'train', 'validation'} entries: explicit globs (a file, a folder or a glob each), or
+    (`eval_files` None or "") a split of the train files: by path hash (whole files) when
+    that gives both splits a file, else the tail of the text (`holdout_tail`: one file, or a
+    few). One INFO log line says what was held out."""
     eval_files = eval_files or None  # "" (a config default) means: split train_files
     train = expand_globs(train_files)
     if not train:
         raise ValueError(
             f"split 'train' of dataset 'text_files' is empty: train_files={train_files!r} "
-            f"matched no files; fix the glob"
+            f"matched no files; fix the path or glob"
         )
+    _check_not_all_empty("train_files", train_files, train)
     if eval_files is None:
-        train, validation = corpus.split_by_hash(train, validation_fraction)
+        by_hash = corpus.split_by_hash(train, validation_fraction)
+        if all(by_hash):  # the rule of earlier versions: their builds and caches stay valid
+            train, validation = by_hash
+            log.info(
+                "text_files: no eval_files: held out %d of %d files (by path hash, "
+                "validation_fraction=%s) as validation",
+                len(validation), len(train) + len(validation), validation_fraction,
+            )  # fmt: skip
+        else:
+            train, validation, description = holdout_tail(train, validation_fraction)
+            log.info("text_files: %s", description)
     else:
         validation = expand_globs(eval_files)
         if not validation:
             raise ValueError(
                 f"split 'validation' of dataset 'text_files' is empty: eval_files="
-                f"{eval_files!r} matched no files; fix the glob"
+                f"{eval_files!r} matched no files; fix the path or glob"
             )
+        _check_not_all_empty("eval_files", eval_files, validation)
     return {"train": train, "validation": validation}
 
 
@@ -282,6 +475,9 @@ def parallel_text_builder(
         splits=frozen,
     )
     return tfds.builder("local_parallel_text", config=config, data_dir=data_dir)
+
+
+logging.getLogger("absl").addFilter(_LocalBuilderNoise())  # TFDS logs through absl
 
 
 def prepare(builder: tfds.core.DatasetBuilder) -> tfds.core.DatasetBuilder:

@@ -17,10 +17,10 @@ Config fields read (others are ignored):
   dataset ('stdlib' if absent), data_dir, objective, vocab_size, max_length, per_device_batch_size,
   eval_batch_size, seed, num_eval_batches, mlm_probability (0.15), denoise_ratio (0.3),
   poisson_lambda (3.0), noise_density (0.15), mean_noise_span_length (3.0); for
-  'text_files': train_files, eval_files (None or "": split
-  train_files by path hash); for 'parallel_text': train_source, train_target, eval_source,
-  eval_target; optional: validation_fraction (0.03), reverse_translation (False),
-  tokenizer_max_sentences (100_000), max_train_examples (None = all).
+  'text_files': train_files, eval_files (None or "": hold out part of train_files,
+  `builders.text_files_splits`); for 'parallel_text': train_source, train_target,
+  eval_source, eval_target; optional: validation_fraction (0.03), reverse_translation
+  (False), tokenizer_max_sentences (100_000), max_train_examples (None = all).
 """
 
 from __future__ import annotations
@@ -440,11 +440,19 @@ def make_datasets(
                 f"split {split!r} of dataset {ds.name!r} has one document; NSP needs >= 2"
             )
         train = stream == objectives.TRAIN_STREAM
+        global_batch = int(per_device) * num_devices
+        if train and n < global_batch:
+            raise ValueError(
+                f"split {split!r} of dataset {ds.name!r} is too small for one batch: it holds "
+                f"{n} row(s) of up to max_length={config.max_length} tokens, but a batch takes "
+                f"{global_batch} (per_device_batch_size={per_device} x {num_devices} "
+                "device(s)); add text, or lower per_device_batch_size or max_length"
+            )
         result.append(
             BatchSource(
                 n,
                 _make_rows(store, objective, ids, config, stream),
-                global_batch_size=int(per_device) * num_devices,
+                global_batch_size=global_batch,
                 process_index=process_index,
                 process_count=process_count,
                 seed=int(config.seed),

@@ -6,7 +6,9 @@ handling"):
   * SIGTERM while training (compilation and evaluation included): the current step is saved
     (an interrupted evaluation is skipped), the save waited for, then `Preempted` is raised;
     SIGTERM before training starts (data preparation, restore) raises `Preempted` at once, as
-    there is nothing new to save;
+    there is nothing new to save; Ctrl-C (SIGINT) does the same, and a second Ctrl-C during
+    that save exits at once (status 130) leaving every finished checkpoint intact;
+  * a resumed run first drops the metrics.jsonl rows past its checkpoint (no duplicates);
   * a NaN/Inf loss or gradient: `NonFiniteError` names the step; no non-finite state is ever
     saved (metrics are checked before every save), so the last checkpoint is the last good one;
   * a bad config, or a checkpoint that does not fit it or is corrupt: `ValueError` before
@@ -46,45 +48,66 @@ class NonFiniteError(RuntimeError):
 
 
 class Preempted(RuntimeError):
-    """SIGTERM received; the state at `step` is on disk (or reproducible: step 0)."""
+    """SIGTERM or Ctrl-C (SIGINT) received; the state at `step` is on disk (or reproducible:
+    step 0)."""
 
-    def __init__(self, step: int | None):
+    def __init__(self, step: int | None, signame: str = "SIGTERM"):
+        what = "Interrupted (Ctrl-C)" if signame == "SIGINT" else f"Preempted by {signame}"
         if not step:  # None: before training started; 0: no step taken yet
-            msg = "Preempted by SIGTERM before training started; nothing new to save."
+            msg = f"{what} before training started; nothing new to save."
         else:
-            msg = f"Preempted by SIGTERM; state saved at step {step}."
+            msg = f"{what}; state saved at step {step}."
         super().__init__(msg + " Rerun the same command to resume.")
         self.step = step
+        self.signame = signame
 
 
 class _SigtermGuard:
-    """SIGTERM handling for one train_and_evaluate call (main thread only; elsewhere nothing
-    is installed). Before `training()`: raises Preempted at once (nothing to save). After:
-    sets `event`, which the loop checks between steps and evaluation batches."""
+    """SIGTERM and SIGINT (Ctrl-C) handling for one train_and_evaluate call (main thread only;
+    elsewhere nothing is installed). Before `training()`: raises Preempted at once (nothing to
+    save). After: sets `event`, which the loop checks between steps and evaluation batches,
+    and the loop saves and raises Preempted. A second SIGINT while that save runs exits the
+    process at once (status 130): the save in flight is left unfinished, which the next start
+    removes, and every earlier checkpoint stays as it was (saves never touch them)."""
 
     def __init__(self):
         self.event = threading.Event()
+        self.signame = "SIGTERM"
         self._raise = True
-        self._previous = None
+        self._previous: dict[int, Any] = {}
 
     def training(self) -> None:
         self._raise = False
 
     def _handler(self, signum, frame) -> None:
-        del signum, frame
+        del frame
         first = not self.event.is_set()
+        if first:
+            self.signame = signal.Signals(signum).name
+        elif signum == signal.SIGINT:
+            import sys
+
+            print(
+                "Second Ctrl-C: exiting now, without finishing the checkpoint being saved; "
+                "earlier checkpoints are intact. Rerun the same command to resume.",
+                file=sys.stderr,
+                flush=True,
+            )
+            os._exit(130)
         self.event.set()
         if first and self._raise:
-            raise Preempted(None)
+            raise Preempted(None, self.signame)
 
     def __enter__(self) -> _SigtermGuard:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handler)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handler)
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous.clear()
 
 
 def _row_lengths(config: ml_collections.ConfigDict, model_cfg) -> tuple[int, int | None]:
@@ -258,6 +281,7 @@ def _train(config, workdir: str, data, guard: _SigtermGuard) -> dict[str, Any]:
             state = jax.jit(init_state)()
         else:
             log.info("Resumed from step %d in %s", latest, ckpt.directory)
+        writer.resume_at(latest or 0)  # rows past the checkpoint are redone: no duplicates
         del hf_params
         # Only now, with the checkpoint known to fit: a mismatched rerun must not overwrite
         # the config files that describe the checkpoints already in this workdir.
@@ -268,7 +292,7 @@ def _train(config, workdir: str, data, guard: _SigtermGuard) -> dict[str, Any]:
         guard.training()
         return _run(
             config, model, model_cfg, tx, schedule, state, base_rng, train_source,
-            eval_source, ckpt, writer, num_local, is_chief, guard.event,
+            eval_source, ckpt, writer, num_local, is_chief, guard,
         )  # fmt: skip
     finally:
         try:
@@ -279,8 +303,13 @@ def _train(config, workdir: str, data, guard: _SigtermGuard) -> dict[str, Any]:
 
 def _run(
     config, model, model_cfg, tx, schedule, state, base_rng, train_source, eval_source,
-    ckpt, writer, num_local, is_chief, sigterm,
+    ckpt, writer, num_local, is_chief, guard,
 ) -> dict[str, Any]:  # fmt: skip
+    sigterm = guard.event  # SIGTERM or SIGINT seen
+
+    def signame() -> str:
+        return guard.signame
+
     start_step = int(state.step)
     total_steps = config.num_train_steps
     train_step = steps.make_train_step(
@@ -362,23 +391,26 @@ def _run(
         save(step)
         ckpt.wait()
         writer.flush()
-        log.warning("SIGTERM: saved step %d; exiting.", step)
-        raise Preempted(step)
+        raise Preempted(step, signame())  # its message is the one line printed
 
-    progress = tqdm.tqdm(
-        total=total_steps,
-        initial=start_step,
-        disable=not (is_chief and config.progress_bar),
-        desc="train",
-        unit="step",
-        dynamic_ncols=True,
-    )
+    def progress_bar(initial: int):
+        """The console bar, made after the first (compiling) step so that its rate and ETA
+        measure training only."""
+        return tqdm.tqdm(
+            total=total_steps,
+            initial=initial,
+            disable=not (is_chief and config.progress_bar),
+            desc="train",
+            unit="step",
+            dynamic_ncols=True,
+        )
+
     multi = jax.process_count() > 1
     eval_stop = None if multi else sigterm  # multi-process: evaluations run to the end
     if start_step >= total_steps:  # already done: report the final evaluation again
         result = evaluate(p_eval, replicated.params, eval_source, num_local, eval_stop)
         if result is None:
-            raise Preempted(start_step)
+            raise Preempted(start_step, signame())
         summary["eval"] = result
         return summary
 
@@ -395,23 +427,30 @@ def _run(
         return bool(np.any(flags))
 
     batches = train_source.iterate(start_step)
-    with progress, contextlib.closing(batches):
+    progress = None
+    with contextlib.ExitStack() as stack, contextlib.closing(batches):
         for step in range(start_step, total_steps):
             if stop_requested(step):
                 preempt(step)
             batch = shard(next(batches), num_local)
             if summary["compile_seconds"] is None:
+                if is_chief:
+                    log.info(
+                        "Step %d: compiling the train step (rate and ETA start after it)",
+                        step + 1,
+                    )
                 t0 = time.perf_counter()
                 replicated, m = p_train(replicated, batch, step_rng)
                 jax.block_until_ready(m)
                 summary["compile_seconds"] = time.perf_counter() - t0
                 pending.append((step + 1, m))
                 flush()  # the first step (with compilation) is not timed as throughput
+                progress = stack.enter_context(progress_bar(step + 1))
             else:
                 replicated, m = p_train(replicated, batch, step_rng)
                 pending.append((step + 1, m))
                 timer["steps"] += 1
-            progress.update(1)
+                progress.update(1)
             done = step + 1
             if done % config.log_every_steps == 0 or done == total_steps:
                 out = flush()
@@ -432,10 +471,16 @@ def _run(
                     eval_stop,
                 )
                 if result is None:
-                    log.warning("SIGTERM during the evaluation at step %d: skipped.", done)
+                    log.warning("%s during the evaluation at step %d: skipped.", signame(), done)
                     preempt(done)
                 summary["eval"] = result
                 writer.write(done, "eval", result)
+                progress.unpause()  # the bar's rate and ETA leave the evaluation's time out
+                if is_chief:
+                    log.info(
+                        "Step %d eval: loss %.4f, perplexity %.2f, accuracy %.3f",
+                        done, result["loss"], result["perplexity"], result["accuracy"],
+                    )  # fmt: skip
                 timer["time"], timer["steps"] = time.perf_counter(), 0
             if done % config.checkpoint_every_steps == 0 or done == total_steps:
                 save(done)

@@ -115,6 +115,26 @@ class MetricWriter:
         self._tb = _EventFile(os.path.join(workdir, "tensorboard"))
         self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")  # noqa: SIM115
 
+    def resume_at(self, step: int) -> int:
+        """Drops the metrics.jsonl rows of steps after `step` (the step training resumes
+        from: later rows were written by a run that stopped before its next checkpoint, and
+        are written again), so a resumed run never repeats a row. Returns the rows dropped.
+        TensorBoard handles repeated steps itself."""
+        if not self.enabled:
+            return 0
+        path = self._jsonl.name
+        self._jsonl.close()
+        with open(path) as f:
+            lines = f.readlines()
+        # A line cut short by a kill is dropped too (it cannot be parsed).
+        keep = [line for line in lines if _row_step(line) is not None and _row_step(line) <= step]
+        if len(keep) != len(lines):
+            with open(path + ".tmp", "w") as f:
+                f.writelines(keep)
+            os.replace(path + ".tmp", path)
+        self._jsonl = open(path, "a")  # noqa: SIM115
+        return len(lines) - len(keep)
+
     def write(self, step: int, split: str, scalars: dict[str, Any]) -> None:
         if not self.enabled:
             return
@@ -132,3 +152,10 @@ class MetricWriter:
             self._tb.close()
             self._jsonl.close()
             self.enabled = False
+
+
+def _row_step(line: str) -> int | None:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None

@@ -48,8 +48,8 @@ def default_config() -> ml_collections.ConfigDict:
     # Data (transformer_jax.data).
     c.dataset = "stdlib"  # stdlib | text_files | parallel_text | a TFDS catalog name
     c.data_dir = placeholder(str)  # TFDS data_dir (None: WORKDIR/tfds)
-    c.train_files = ""  # text_files: glob of training files
-    c.eval_files = ""  # text_files: glob of validation files ("" = split train files)
+    c.train_files = ""  # text_files: a file, a folder or a glob of training files
+    c.eval_files = ""  # text_files: validation files, likewise ("" = hold out part of train)
     c.train_source = ""  # parallel_text: aligned source/target line files
     c.train_target = ""
     c.eval_source = ""
@@ -57,7 +57,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.objective = "clm"  # clm | mlm | mlm_nsp | denoise | span_corruption | seq2seq
     c.vocab_size = 2048  # sentencepiece vocabulary (trained on the train split)
     c.max_length = 128  # tokens per row (packed)
-    c.validation_fraction = 0.03  # stdlib / text_files without eval_files: held-out files
+    c.validation_fraction = 0.03  # stdlib / text_files without eval_files: held out (README)
     c.reverse_translation = False  # '<wmt>_translate/xx-yy' catalog sets: True = yy -> xx
     c.tokenizer_max_sentences = 100_000  # lines sampled to train sentencepiece
     c.max_train_examples = placeholder(int)  # cap on train documents/pairs (None: all)

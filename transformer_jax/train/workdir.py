@@ -97,16 +97,36 @@ def read_model_config(workdir: str) -> ModelConfig:
 def load_params(workdir: str, step: int | None = None) -> tuple[ModelConfig, Any, int]:
     """(model config, float32 params, step) of the latest finalized checkpoint (or `step`);
     configs and checkpoints written by earlier versions are migrated as they are read."""
-    from transformer_jax.train.checkpoints import Checkpoints
+    from transformer_jax.train.checkpoints import CheckpointCorruptError, Checkpoints
 
     model_cfg = read_model_config(workdir)
     ckpt = Checkpoints(os.path.join(workdir, CHECKPOINT_DIR), async_save=False)
     try:
-        step = ckpt.latest_step() if step is None else step
+        latest = step is None
+        step = ckpt.latest_step() if latest else step
         if step is None:
             raise FileNotFoundError(f"No finalized checkpoint in {ckpt.directory}.")
         expected = jax.eval_shape(lambda r: models.init_params(model_cfg, r), jax.random.key(0))
-        params = ckpt.restore_params(step, expected)
+        try:
+            params = ckpt.restore_params(step, expected)
+        except CheckpointCorruptError as e:
+            older = [s for s in ckpt.trusted_steps() if s < step] if latest else []
+            if older:  # name the step to read instead
+                e.args = (
+                    f"{e} The newest older checkpoint is step {older[-1]}: read it with "
+                    f"step={older[-1]} (sample.py and export.py: --step {older[-1]}).",
+                )
+            raise
     finally:
         ckpt.close()
     return model_cfg, jax.device_put(params), step  # on device once, not at every call
+
+
+def load_workdir(workdir: str, step: int | None = None):
+    """(ModelConfig, params, tokenizer) of a train.py workdir: the latest finalized checkpoint
+    (or `step`), its float32 parameters on the default device, and the run's TextTokenizer
+    (`encode(text) -> ids`, `decode(ids) -> text`, `bos_id`, `eos_id`, `vocab_size`, ...).
+    Older workdirs are migrated as they are read; a corrupt checkpoint raises
+    CheckpointCorruptError naming the older step to read instead."""
+    model_cfg, params, _ = load_params(workdir, step)
+    return model_cfg, params, load_tokenizer(workdir)
