@@ -77,9 +77,9 @@ def test_empty_split_fails_before_compiling(ref, tmp_path, monkeypatch, which):
     if which == "train":  # a glob that matches nothing
         overrides = {"train_files": str(tmp_path / "missing" / "*.txt")}
         message = r"split 'train' of dataset 'text_files' is empty: train_files=.* matched no"
-    else:  # a file with no text: no tokens
+    else:  # a file with no text, named as such
         overrides = {"eval_files": str(empty)}
-        message = r"split 'validation' of dataset 'text_files' is empty \(no tokens"
+        message = r"config.eval_files='.*empty.txt': the file '.*empty.txt' is empty \(0 bytes\)"
     monkeypatch.setattr(steps, "make_train_step", _no_compute)
     with pytest.raises(ValueError, match=message):
         train_and_evaluate(U.make_config(ref.corpus, 8, **overrides), ref.new_workdir("empty"))
