@@ -79,30 +79,10 @@ def pytest_collection_modifyitems(config, items):
         if item.get_closest_marker("serial") and not item.get_closest_marker("xdist_group"):
             item.add_marker(pytest.mark.xdist_group("serial"))
     if os.environ.get("PYTEST_XDIST_WORKER"):  # every worker sorts its identical collection
-        # Stable: collection order within serial (also slow), slow, and the rest; among the
-        # slow tests, those that need no run-once build first, so that while one worker builds
-        # a shared workdir (the serial tests start with the robustness reference run) the other
-        # trains on its own instead of waiting for the build's lock.
+        # Stable: collection order within serial (also slow), slow, and the rest.
         items.sort(
-            key=lambda i: (
-                not i.get_closest_marker("serial"),
-                not i.get_closest_marker("slow"),
-                i.module.__name__ in SHARED_BUILD_MODULES,
-            )
+            key=lambda i: (not i.get_closest_marker("serial"), not i.get_closest_marker("slow"))
         )
-
-
-# Test modules whose tests wait for a run-once build (`build_once`): the robustness reference
-# run (_robustness_util.reference) or the CLI workdirs.
-SHARED_BUILD_MODULES = frozenset(
-    {
-        "test_robustness_train",
-        "test_robustness_checkpoints",
-        "test_robustness_inputs",
-        "test_compilation_cache",
-        "test_cli",
-    }
-)
 
 
 def shared_dir(tmp_path_factory, name: str) -> str:
