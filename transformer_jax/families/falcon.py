@@ -198,7 +198,7 @@ def to_hf_config(config: ModelConfig, heads: bool = True) -> dict:
 
 def hf_name_table(config: ModelConfig, heads: bool) -> list:
     """Rows (HF tensor name, our parameter path, transform); `{p}` is HF_PREFIX or ""."""
-    from transformer_jax.hf.table import Row, linear_rows, norm_rows
+    from transformer_jax.hf.table import Row, linear_rows, lm_head_rows, norm_rows
 
     layer, hf_layer, n = "decoder/layer_{i}", "{p}h.{i}", "layers"
     att, hf_att = f"{layer}/self_attn", f"{hf_layer}.self_attention"
@@ -230,8 +230,4 @@ def hf_name_table(config: ModelConfig, heads: bool) -> list:
         rows += norm_rows(f"{hf_layer}.ln_mlp", f"{layer}/ffn_norm", n)
     else:  # the original architecture, or the new one with num_ln_in_parallel_attn=1
         rows += norm_rows(f"{hf_layer}.input_layernorm", f"{layer}/self_attn_norm", n)
-    if heads and config.output.tie:
-        rows.append(Row("lm_head.weight", "token_embed/embedding", alias=True))
-    elif heads:
-        rows.append(Row("lm_head.weight", "lm_head/kernel", "linear"))
-    return rows
+    return rows + lm_head_rows(config, heads)

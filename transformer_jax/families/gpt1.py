@@ -20,6 +20,7 @@ from transformer_jax.config import (
     NormConfig,
     OutputConfig,
 )
+from transformer_jax.families import gpt2
 from transformer_jax.families.tiny import TINY
 
 
@@ -126,26 +127,14 @@ def hf_name_table(config: ModelConfig, heads: bool) -> list:
     """Rows (HF tensor name, our parameter path, transform); `{p}` is HF_PREFIX or "".
     Post-LN: HF's ln_1 follows the attention residual (our self_attn_norm), ln_2 the
     feed-forward one (our ffn_norm)."""
-    from transformer_jax.hf.table import Row, norm_rows
+    from transformer_jax.hf.table import Row, lm_head_rows, norm_rows
 
     layer, hf_layer, n = "decoder/layer_{i}", "{p}h.{i}", "layers"
-    qkv = tuple(f"{layer}/self_attn/{x}" for x in ("query", "key", "value"))
     rows = [
         Row("{p}tokens_embed.weight", "token_embed/embedding"),
         Row("{p}positions_embed.weight", "decoder/embed/pos_embed/embedding"),
-        Row(f"{hf_layer}.attn.c_attn.weight", tuple(f"{q}/kernel" for q in qkv), "conv_qkv", n),
-        Row(f"{hf_layer}.attn.c_attn.bias", tuple(f"{q}/bias" for q in qkv), "fused_flat", n),
-        Row(f"{hf_layer}.attn.c_proj.weight", f"{layer}/self_attn/out/kernel", "conv_out", n),
-        Row(f"{hf_layer}.attn.c_proj.bias", f"{layer}/self_attn/out/bias", "copy", n),
+        *gpt2.conv1d_layer_rows(hf_layer, layer, n),
         *norm_rows(f"{hf_layer}.ln_1", f"{layer}/self_attn_norm", n),
-        Row(f"{hf_layer}.mlp.c_fc.weight", f"{layer}/ffn/wi/kernel", "copy", n),
-        Row(f"{hf_layer}.mlp.c_fc.bias", f"{layer}/ffn/wi/bias", "copy", n),
-        Row(f"{hf_layer}.mlp.c_proj.weight", f"{layer}/ffn/wo/kernel", "copy", n),
-        Row(f"{hf_layer}.mlp.c_proj.bias", f"{layer}/ffn/wo/bias", "copy", n),
         *norm_rows(f"{hf_layer}.ln_2", f"{layer}/ffn_norm", n),
     ]
-    if heads and config.output.tie:
-        rows.append(Row("lm_head.weight", "token_embed/embedding", alias=True))
-    elif heads:
-        rows.append(Row("lm_head.weight", "lm_head/kernel", "linear"))
-    return rows
+    return rows + lm_head_rows(config, heads)

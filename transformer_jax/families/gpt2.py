@@ -142,27 +142,33 @@ def to_hf_config(config: ModelConfig, heads: bool = True) -> dict:
 
 def hf_name_table(config: ModelConfig, heads: bool) -> list:
     """Rows (HF tensor name, our parameter path, transform); `{p}` is HF_PREFIX or ""."""
-    from transformer_jax.hf.table import Row, norm_rows
+    from transformer_jax.hf.table import Row, lm_head_rows, norm_rows
 
     layer, hf_layer, n = "decoder/layer_{i}", "{p}h.{i}", "layers"
-    qkv = tuple(f"{layer}/self_attn/{x}" for x in ("query", "key", "value"))
     rows = [
         Row("{p}wte.weight", "token_embed/embedding"),
         Row("{p}wpe.weight", "decoder/embed/pos_embed/embedding"),
+        *conv1d_layer_rows(hf_layer, layer, n),
         *norm_rows(f"{hf_layer}.ln_1", f"{layer}/self_attn_norm", n),
+        *norm_rows(f"{hf_layer}.ln_2", f"{layer}/ffn_norm", n),
+        *norm_rows("{p}ln_f", "decoder/final_norm"),
+    ]
+    return rows + lm_head_rows(config, heads)
+
+
+def conv1d_layer_rows(hf_layer: str, layer: str, n: str) -> list:
+    """The attention and MLP of one OpenAI-style layer stored as Conv1Ds ([in, out] weights;
+    q|k|v fused in `attn.c_attn`): GPT-2 and GPT-1."""
+    from transformer_jax.hf.table import Row
+
+    qkv = tuple(f"{layer}/self_attn/{x}" for x in ("query", "key", "value"))
+    return [
         Row(f"{hf_layer}.attn.c_attn.weight", tuple(f"{q}/kernel" for q in qkv), "conv_qkv", n),
         Row(f"{hf_layer}.attn.c_attn.bias", tuple(f"{q}/bias" for q in qkv), "fused_flat", n),
         Row(f"{hf_layer}.attn.c_proj.weight", f"{layer}/self_attn/out/kernel", "conv_out", n),
         Row(f"{hf_layer}.attn.c_proj.bias", f"{layer}/self_attn/out/bias", "copy", n),
-        *norm_rows(f"{hf_layer}.ln_2", f"{layer}/ffn_norm", n),
         Row(f"{hf_layer}.mlp.c_fc.weight", f"{layer}/ffn/wi/kernel", "copy", n),
         Row(f"{hf_layer}.mlp.c_fc.bias", f"{layer}/ffn/wi/bias", "copy", n),
         Row(f"{hf_layer}.mlp.c_proj.weight", f"{layer}/ffn/wo/kernel", "copy", n),
         Row(f"{hf_layer}.mlp.c_proj.bias", f"{layer}/ffn/wo/bias", "copy", n),
-        *norm_rows("{p}ln_f", "decoder/final_norm"),
     ]
-    if heads and config.output.tie:
-        rows.append(Row("lm_head.weight", "token_embed/embedding", alias=True))
-    elif heads:
-        rows.append(Row("lm_head.weight", "lm_head/kernel", "linear"))
-    return rows

@@ -193,7 +193,7 @@ def to_hf_config(config: ModelConfig, heads: bool = True) -> dict:
 
 def hf_name_table(config: ModelConfig, heads: bool) -> list:
     """Rows (HF tensor name, our parameter path, transform); `{p}` is HF_PREFIX or ""."""
-    from transformer_jax.hf.table import Row
+    from transformer_jax.hf.table import Row, lm_head_rows
 
     layer, hf_layer, n = "decoder/layer_{i}", "{p}layers.{i}", "layers"
     att, hf_att = f"{layer}/self_attn", f"{hf_layer}.self_attn"
@@ -218,8 +218,4 @@ def hf_name_table(config: ModelConfig, heads: bool) -> list:
             rows.append(
                 Row(f"{hf_layer}.mlp.{hf_name}.bias", f"{layer}/ffn/{ours}/bias", "copy", n)
             )
-    if heads and config.output.tie:
-        rows.append(Row("lm_head.weight", "token_embed/embedding", alias=True))
-    elif heads:
-        rows.append(Row("lm_head.weight", "lm_head/kernel", "linear"))
-    return rows
+    return rows + lm_head_rows(config, heads)

@@ -162,7 +162,7 @@ def to_hf_config(config: ModelConfig, heads: bool = True) -> dict:
 
 def hf_name_table(config: ModelConfig, heads: bool) -> list:
     """Rows (HF tensor name, our parameter path, transform); `{p}` is HF_PREFIX or ""."""
-    from transformer_jax.hf.table import Row, linear_rows, norm_rows
+    from transformer_jax.hf.table import Row, linear_rows, lm_head_rows, norm_rows
 
     layer, hf_layer, n = "decoder/layer_{i}", "{p}h.{i}", "layers"
     qkv = tuple(f"{layer}/self_attn/{x}" for x in ("query", "key", "value"))
@@ -180,8 +180,4 @@ def hf_name_table(config: ModelConfig, heads: bool) -> list:
         *linear_rows(f"{hf_layer}.mlp.c_proj", f"{layer}/ffn/wo", n),
         *norm_rows("{p}ln_f", "decoder/final_norm"),
     ]  # fmt: skip
-    if heads and config.output.tie:
-        rows.append(Row("lm_head.weight", "token_embed/embedding", alias=True))
-    elif heads:
-        rows.append(Row("lm_head.weight", "lm_head/kernel", "linear"))
-    return rows
+    return rows + lm_head_rows(config, heads)

@@ -252,7 +252,7 @@ def to_hf_config(config: ModelConfig, heads: bool = True, family: str = HF_MODEL
 def hf_name_table(config: ModelConfig, heads: bool) -> list:
     """Rows (HF tensor name, our parameter path, transform). Our relative-bias table lives in
     each stack's position scheme; HF keeps it in the first block's self-attention."""
-    from transformer_jax.hf.table import Row
+    from transformer_jax.hf.table import Row, lm_head_rows
 
     if config.ffn.gated:  # wi_0 is the activated branch (our wi_gate), wi_1 the linear one
         ffn = [("wi_0", "wi_gate"), ("wi_1", "wi"), ("wo", "wo")]
@@ -290,9 +290,4 @@ def hf_name_table(config: ModelConfig, heads: bool) -> list:
             hf_weight = f"{hf_block}.{j}.DenseReluDense.{hf_name}.weight"
             rows.append(Row(hf_weight, f"{layer}/ffn/{ours}/kernel", "linear", n))
         rows.append(Row(f"{hf_block}.{j}.layer_norm.weight", f"{layer}/ffn_norm/scale", count=n))
-    if heads:
-        if config.output.tie:
-            rows.append(Row("lm_head.weight", "token_embed/embedding", alias=True))
-        else:
-            rows.append(Row("lm_head.weight", "lm_head/kernel", "linear"))
-    return rows
+    return rows + lm_head_rows(config, heads)

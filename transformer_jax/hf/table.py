@@ -224,3 +224,13 @@ def linear_rows(hf: str, ours: str, count: str | None = None) -> list[Row]:
         Row(f"{hf}.weight", f"{ours}/kernel", "linear", count),
         Row(f"{hf}.bias", f"{ours}/bias", "copy", count),
     ]
+
+
+def lm_head_rows(config, heads: bool) -> list[Row]:
+    """HF's `lm_head.weight`: the token table when tied (an alias), else our untied lm_head;
+    nothing for a backbone (heads=False)."""
+    if not heads:
+        return []
+    if config.output.tie:
+        return [Row("lm_head.weight", "token_embed/embedding", alias=True)]
+    return [Row("lm_head.weight", "lm_head/kernel", "linear")]
