@@ -70,8 +70,10 @@ def forward_stats(
         )  # [B, T, V]
     elif objective in ("mlm", "mlm_nsp"):
         types = batch.get("token_types")  # [B, T]; the MLM pipeline's are all zero
-        if not model.config.embed.type_vocab_size:
-            types = None  # a model without token types (DistilBERT)
+        if objective == "mlm" and not model.config.embed.type_vocab_size:
+            # A model without token types (DistilBERT) ignores those zeros; NSP's real
+            # segment types still reach the model, which names the missing table.
+            types = None
         logits, nsp_logits = model.apply(
             variables,
             batch["inputs"],
