@@ -8,6 +8,13 @@ PYTHON ?= $(shell for p in python3 python3.13 python3.12 python3.11; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && { echo $$p; break; }; done)
 # TensorFlow only feeds tf.data: keep it quiet and off any GPU.
 export TF_CPP_MIN_LOG_LEVEL ?= 2
+# Packages are installed without bytecode (compiling all of TensorFlow's files costs more than
+# the install); Python writes the .pyc of each module on its first import instead, into
+# .cache/pycache (not next to the sources), even where PYTHONDONTWRITEBYTECODE is set, so that
+# every later process (the test suite starts dozens) imports from bytecode.
+export PYTHONPYCACHEPREFIX ?= $(CURDIR)/.cache/pycache
+export PYTHONDONTWRITEBYTECODE :=
+UV_PIN := $(shell grep -m1 '^uv==' requirements.lock)
 
 # pytest-xdist workers for `make test`/`make test-fast` (`make test PYTEST_WORKERS=0`: one process).
 PYTEST_WORKERS ?= auto
@@ -22,9 +29,13 @@ TESTS ?= tests
 $(VENV)/.installed: requirements.lock pyproject.toml
 	@if [ -z "$(PYTHON)" ]; then echo "error: no Python >= 3.11 found (jax 0.10.2 requires it); install one or run 'make PYTHON=/path/to/python3.11'" >&2; exit 1; fi
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.lock
-	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e . 2>/dev/null || $(PY) -m pip install --quiet --no-deps -e .
+	@# uv (pinned in requirements.lock) installs the lock in seconds where pip takes a minute;
+	@# pip stays the fallback for a machine that can reach only pip's configured indexes.
+	$(PY) -m pip install --quiet $(UV_PIN) && \
+	  $(PY) -m uv pip install --quiet --python $(PY) -r requirements.lock || \
+	  $(PY) -m pip install --quiet --no-compile -r requirements.lock
+	$(PY) -m uv pip install --quiet --python $(PY) --no-deps -e . 2>/dev/null || \
+	  $(PY) -m pip install --quiet --no-deps -e .
 	@touch $@
 
 demo: $(VENV)/.installed
