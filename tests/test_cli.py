@@ -51,20 +51,30 @@ def _config(tmp, preset, objective):
 ARCHITECTURES = (("gpt-tiny", "clm"), ("transformer-tiny", "seq2seq"), ("bert-tiny", "mlm"))
 
 
-@pytest.fixture(scope="session")
-def workdirs(tmp_path_factory):
-    """One trained workdir per architecture, built once per run (by whichever xdist worker asks
-    first) and only read by the tests."""
-    root = shared_dir(tmp_path_factory, "cli_workdirs")
+class _Workdirs:
+    """One trained workdir per architecture, each built once per run by whichever xdist worker
+    asks for it first, and only read by the tests. Separate builds: a test waits only for its
+    own architecture's run, and the other worker can build another one meanwhile."""
 
-    def build(root):
-        for preset, objective in ARCHITECTURES:
-            tmp = pathlib.Path(root) / preset
-            tmp.mkdir()
+    def __init__(self, root):
+        self.root = root
+
+    def __getitem__(self, preset):
+        objective = dict(ARCHITECTURES)[preset]
+        directory = os.path.join(self.root, preset)
+        os.makedirs(directory, exist_ok=True)
+
+        def build(tmp):
+            tmp = pathlib.Path(tmp)
             train_and_evaluate(_config(tmp, preset, objective), str(tmp / "work"))
 
-    build_once(root, build)
-    return {preset: os.path.join(root, preset, "work") for preset, _ in ARCHITECTURES}
+        build_once(directory, build)
+        return os.path.join(directory, "work")
+
+
+@pytest.fixture(scope="session")
+def workdirs(tmp_path_factory):
+    return _Workdirs(shared_dir(tmp_path_factory, "cli_workdirs"))
 
 
 OPTIONS = dict(max_new_tokens=5, temperature=0.0, top_k=0, top_p=1.0, length_penalty=0.6)
