@@ -137,7 +137,7 @@ def _family_batch(name: str, config, objective: str) -> dict[str, np.ndarray]:
     start = config.pad_id if name in PAD_START else 2
     ids = objectives.SpecialIds(
         vocab_size=config.vocab_size, pad=config.pad_id, bos=start, eos=eos, mask=4,
-        sentinel=config.vocab_size - 1,  # T5: <extra_id_k> = vocab - 1 - k, as HF's layout
+        sentinels=tuple(range(config.vocab_size - 1, config.vocab_size - 11, -1)),  # T5's
     )  # fmt: skip
     rows = {"tokens": tokens, "segment_ids": segs, "positions": np.where(segs, np.arange(t), 0)}
     if objective == "span_corruption":

@@ -26,6 +26,7 @@ KINDS = {
     "bart": (HFTokenizer, "encoder_decoder"),  # <s> text </s>
     "bert_mlm": (HFTokenizer, "encoder"),  # [CLS] text [SEP]
     "spm": (SentencePieceTokenizer, "decoder"),  # <s> text (add_bos_token)
+    "t5_tokenizer": (HFTokenizer, "encoder_decoder"),  # text </s>, <extra_id_k> on top
 }
 
 

@@ -5,8 +5,9 @@ reuse `WORKDIR/tokenizer.model` on the train split -> tokenize + pack each split
 int32 arrays cached as `.npy` under `WORKDIR/data_cache/<key>/` (key = hash of dataset
 identity, tokenizer, max_length, objective) -> memory-map them. Objectives that draw random
 corruption (MLM, NSP, denoising, span corruption) store the clean rows and corrupt them per
-(seed, step, row). Span corruption's sentinels are the 100 ids after the tokenizer's
-vocabulary (the model's vocabulary is that much larger, run_config.model_config).
+(seed, step, row). Span corruption's sentinels are the tokenizer's own `<extra_id_k>` (an HF
+T5 tokenizer's), else the 100 ids after its vocabulary (the model's vocabulary is then that
+much larger, run_config.model_config).
 
 Text edge cases: files are decoded as UTF-8 with invalid bytes replaced by U+FFFD; empty
 documents are skipped (a split of only empty files is "empty": ValueError); lines of any
@@ -412,8 +413,8 @@ def make_datasets(
         seed=int(config.seed),
     )
     ids = objectives.SpecialIds.from_tokenizer(tok)
-    if config.objective == "span_corruption":  # sentinels: the ids after the tokenizer's
-        ids = dataclasses.replace(ids, sentinel=tok.vocab_size + objectives.NUM_SENTINELS - 1)
+    if config.objective == "span_corruption" and not ids.sentinels:  # none of its own
+        ids = dataclasses.replace(ids, sentinels=objectives.after_vocab_sentinels(tok.vocab_size))
     missing = ids.missing(config.objective)
     if missing:
         raise ValueError(

@@ -84,6 +84,7 @@ class _Base:
         self._drop[[i for i in self.special_ids if 0 <= i < self.vocab_size]] = True
         newline = self.encode("\n")
         self.newline_id = newline[0] if len(newline) == 1 else None
+        self.sentinel_ids = special_tokens.sentinel_ids(self._token_to_id)
 
     def _token_to_id(self, token: str) -> int | None:
         raise NotImplementedError
@@ -160,7 +161,9 @@ class SentencePieceTokenizer(_Base):
         except Exception as e:  # RuntimeError from the C++ parser
             raise ValueError(f"{path}: not a sentencepiece model ({e}).") from e
         config = special_tokens.read_optional(directory, special_tokens.TOKENIZER_CONFIG)
-        added = {int(i) for i in (config.get("added_tokens_decoder") or {})}
+        decoder = config.get("added_tokens_decoder") or {}  # id -> serialized AddedToken
+        added = {int(i) for i in decoder}
+        self._added = {special_tokens.content(t): int(i) for i, t in decoder.items()}
         self._pieces = self._sp.vocab_size()
         self.vocab_size = max([self._pieces, *(i + 1 for i in added)])
         own = lambda i: i if 0 <= i < self._pieces else None  # noqa: E731  (-1: none)
@@ -171,6 +174,8 @@ class SentencePieceTokenizer(_Base):
         self.add_bos = bool(config.get("add_bos_token", False)) and self.bos_id is not None
 
     def _token_to_id(self, token: str) -> int | None:
+        if token in self._added:  # tokens added past the pieces (T5's <extra_id_N>)
+            return self._added[token]
         i = self._sp.piece_to_id(token)
         return None if i == self._sp.unk_id() and token != self._sp.id_to_piece(i) else i
 
