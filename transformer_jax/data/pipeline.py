@@ -200,11 +200,19 @@ def _tokenizer_texts(ds: _Dataset, limit: int | None) -> Iterator[str]:
 
 
 def _encoded(ds: _Dataset, split: str, tok: tok_lib.Tokenizer, limit: int | None):
-    """Yields encoded examples (tuples of id lists), encoding `_ENCODE_BATCH` at a time."""
+    """Yields encoded examples (tuples of id lists), encoding `_ENCODE_BATCH` at a time. A
+    parallel set's target column goes through the tokenizer's target model when it has one
+    (Marian's target.spm: `encode_target`)."""
     buffer: list[tuple[str, ...]] = []
+    encode_target = getattr(tok, "encode_target", None)
+
+    def encode(column: int, texts: list[str]) -> list[list[int]]:
+        if column == 1 and encode_target is not None:  # (source, target): the target side
+            return [encode_target(t) for t in texts]
+        return tok.encode_batch(texts)
 
     def flush():
-        columns = [tok.encode_batch([b[i] for b in buffer]) for i in range(len(ds.keys))]
+        columns = [encode(i, [b[i] for b in buffer]) for i in range(len(ds.keys))]
         buffer.clear()
         return zip(*columns, strict=True)
 
