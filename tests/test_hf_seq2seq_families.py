@@ -194,3 +194,19 @@ def test_overfits_one_batch_and_every_parameter_learns(ref, name, objective):
     final = steps.summarize(jax.device_get(m))
     assert float(first["loss"] / first["weight"]) > 3.0  # ~log(64) at init
     assert final["loss"] < 0.05 and final["accuracy"] == 1.0, final
+
+
+def test_generation_defaults_read_as_transformers_does(tmp_path):
+    """generation_config.json wins over config.json; suppress_tokens and one-token bad words
+    join; what we cannot honour is refused, naming the file and the entry."""
+    (tmp_path / "config.json").write_text(json.dumps({"bad_words_ids": [[7]]}))
+    assert hf.generation_defaults(str(tmp_path)) == {"suppress_tokens": (7,)}
+    gen = tmp_path / "generation_config.json"
+    gen.write_text(json.dumps({"suppress_tokens": [9, 3], "bad_words_ids": [[5], [3]]}))
+    assert hf.generation_defaults(str(tmp_path)) == {"suppress_tokens": (3, 5, 9)}
+    gen.write_text(json.dumps({"bad_words_ids": [[5, 6]]}))
+    with pytest.raises(ValueError, match=r"generation_config.json: bad_words_ids entry \[5, 6\]"):
+        hf.generation_defaults(str(tmp_path))
+    gen.write_text(json.dumps({"begin_suppress_tokens": [1]}))
+    with pytest.raises(ValueError, match=r"begin_suppress_tokens=\[1\] .* not supported"):
+        hf.generation_defaults(str(tmp_path))
