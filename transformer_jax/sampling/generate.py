@@ -14,8 +14,8 @@ What recompiles. The compiled programs are cached by jax.jit, keyed on
     `pad_id=None` sources cannot be padded, so the exact source length is the key;
   * max_new_tokens, eos_id, and the pad id (from the config);
   * generate: the sampling mode: greedy (temperature == 0) or not, the top_k value, whether
-    top_p < 1, vocab_limit; and the kind of rng (typed key vs raw uint32 key);
-  * beam_search: beam_size.
+    top_p < 1, vocab_limit, suppress_tokens; and the kind of rng (typed key vs raw uint32 key);
+  * beam_search: beam_size, vocab_limit, suppress_tokens.
 The values of temperature, top_p and alpha, the prompt contents, the individual prompt
 lengths within a bucket, and the rng value never recompile.
 """
