@@ -117,6 +117,8 @@ def test_an_hf_t5_tokenizer_brings_its_own_sentinels():
     assert run_config.model_config(config, tok.vocab_size, own_sentinels=True).vocab_size == 168
     with pytest.raises(ValueError, match=r"168: .*\(160 \+ 100 span-corruption sentinels\)"):
         run_config.model_config(config, tok.vocab_size)  # without: 100 more ids after 160
+    with pytest.raises(ValueError, match="span corruption needs sentinel ids"):
+        obj.span_corrupt_example(np.array([5, 6, 1]), obj.SpecialIds(vocab_size=V), None)
 
 
 def test_packed_batch_is_per_row_deterministic_and_reconstructs():

@@ -458,6 +458,11 @@ def span_corrupt_example(
     """One `body EOS` example -> (encoder input, decoder target), T5's span corruption: each
     noise span of the body becomes one sentinel in the input; the target is each sentinel
     followed by the span it replaced; both keep the EOS. Sentinel k is `ids.sentinels[k]`."""
+    if not ids.sentinels:
+        raise ValueError(
+            "span corruption needs sentinel ids: SpecialIds(sentinels=...), the tokenizer's "
+            "<extra_id_k> or after_vocab_sentinels(vocab_size)."
+        )
     body = tokens[:-1] if len(tokens) and tokens[-1] == ids.eos else tokens
     tail = tokens[len(body) :]
     noise = span_noise_mask(len(body), rng, density, mean_span)  # [T] bool
