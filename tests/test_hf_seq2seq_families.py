@@ -91,6 +91,8 @@ def test_save_then_load_is_bitwise(loaded, tmp_path, name, architecture):
     config, params, _ = loaded[name]
     hf.save(config, params, str(tmp_path))
     assert json.loads((tmp_path / "config.json").read_text())["architectures"] == [architecture]
+    banned = (config.pad_id,) if name == "marian" else ()  # opus-mt's bad_words_ids=[[pad]]
+    assert hf.generation_defaults(str(tmp_path)) == {"suppress_tokens": banned}
     config2, params2 = hf.load(str(tmp_path))
     assert config2 == config
     flat, flat2 = (dict(jax.tree_util.tree_leaves_with_path(p)) for p in (params, params2))
