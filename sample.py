@@ -102,6 +102,7 @@ def run_hf(hf_dir: str, prompts: list[str], **options) -> list[str]:
     model_cfg, params = hf.load(hf_dir)
     tokenizer = hf.load_tokenizer(hf_dir)
     title = f"# {hf_dir} (Hugging Face checkpoint, {model_cfg.arch})"
+    options = {**hf.generation_defaults(hf_dir), **options}  # the ids its config bans
     return run_model(model_cfg, jax.device_put(params), tokenizer, title, prompts, **options)
 
 
@@ -145,6 +146,7 @@ def run_model(model_cfg, params, tokenizer, title: str, prompts: list[str], **op
         eos_id=tokenizer.eos_id,
         bos_id=start,
         vocab_limit=tokenizer.vocab_size,
+        suppress_tokens=options.get("suppress_tokens", ()),
     )
     beam = options.get("beam_size", 1)
     num_samples = 1 if beam > 1 else options.get("num_samples", 1)

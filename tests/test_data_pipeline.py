@@ -296,3 +296,22 @@ def test_prefetch_propagates_errors_and_stops():
         next(it)
     with pytest.raises(ValueError, match="iterate_eval"):
         source.iterate_eval()
+
+
+def test_parallel_targets_use_the_tokenizers_target_model(monkeypatch):
+    """Marian (hf/tokenizer.py MarianTokenizer): sources through source.spm, the target column
+    of a parallel set through target.spm; a one-column text set only through `encode`."""
+    from transformer_jax import hf
+
+    tok = hf.load_tokenizer(
+        os.path.join(os.path.dirname(__file__), "hf_fixtures", "marian_tokenizer")
+    )
+    pairs = [("the dog sat", "Größe der Hund"), ("Hello world!", "Hallo Welt!")]
+    monkeypatch.setattr(pipeline, "_read", lambda ds, split, limit: iter(pairs))
+    ds = pipeline._Dataset("pairs", None, "train", "eval", ("source", "target"), "pairs")
+    got = list(pipeline._encoded(ds, "train", tok, None))
+    assert got == [(tok.encode(s), tok.encode_target(t)) for s, t in pairs]
+    assert tok.encode_target("Größe") != tok.encode("Größe")  # the column matters here
+    text = pipeline._Dataset("text", None, "train", "eval", ("text",), "text")
+    monkeypatch.setattr(pipeline, "_read", lambda ds, split, limit: iter([("Größe",)]))
+    assert list(pipeline._encoded(text, "train", tok, None)) == [(tok.encode("Größe"),)]

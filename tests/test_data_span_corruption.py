@@ -1,6 +1,11 @@
 """T5 span corruption against a pure-Python construction written here: T5's noise-mask
 counts, the inputs and targets built from the mask, the reconstruction of the original, and
-determinism per (seed, step, row) on packed rows."""
+determinism per (seed, step, row) on packed rows; with an HF T5 tokenizer, its own
+`<extra_id_k>` as sentinels (the ids transformers gives them, tests/hf_fixtures/t5_tokenizer)."""
+
+import dataclasses
+import json
+import os
 
 import numpy as np
 import pytest
@@ -9,7 +14,9 @@ from transformer_jax.data import objectives as obj
 from transformer_jax.data import packing
 
 V = 500
-IDS = obj.SpecialIds(vocab_size=V, sentinel=V + obj.NUM_SENTINELS - 1)
+TOP = V + obj.NUM_SENTINELS - 1  # sentinel k = TOP - k: T5's layout, after the vocabulary
+IDS = obj.SpecialIds(vocab_size=V, sentinels=obj.after_vocab_sentinels(V))
+T5_TOKENIZER = os.path.join(os.path.dirname(__file__), "hf_fixtures", "t5_tokenizer")
 
 
 def _spans(mask):
@@ -22,25 +29,25 @@ def _spans(mask):
     return runs
 
 
-def _reference(body, mask, sentinel_top):
+def _reference(body, mask, sentinel=lambda k: TOP - k):
     """T5's construction, by hand: inputs keep non-noise tokens and put sentinel k where noise
     span k was; targets are sentinel k followed by span k, for every span."""
     inputs, targets, k = [], [], 0
     for is_noise, start, end in _spans(mask):
         if is_noise:
-            inputs.append(sentinel_top - k)
-            targets += [sentinel_top - k, *body[start:end]]
+            inputs.append(sentinel(k))
+            targets += [sentinel(k), *body[start:end]]
             k += 1
         else:
             inputs += body[start:end]
     return inputs, targets
 
 
-def _reconstruct(inputs, targets, sentinel_top):
+def _reconstruct(inputs, targets, sentinels=range(V, V + obj.NUM_SENTINELS)):
     """The original body from (inputs, targets): each sentinel in the inputs -> its span."""
     spans, current = {}, None
     for t in targets:
-        if t > sentinel_top - obj.NUM_SENTINELS:
+        if t in sentinels:
             current = t
             spans[current] = []
         else:
@@ -74,11 +81,44 @@ def test_example_matches_the_python_construction_and_reconstructs():
         # The mask the example draws first from its generator, drawn again by hand.
         mask = obj.span_noise_mask(n, np.random.default_rng([trial]))
         inputs, targets = obj.span_corrupt_example(example, IDS, np.random.default_rng([trial]))
-        want_in, want_tgt = _reference(list(body), list(mask), IDS.sentinel)
+        want_in, want_tgt = _reference(list(body), list(mask))
         assert inputs.tolist() == want_in + [IDS.eos]
         assert targets.tolist() == want_tgt + [IDS.eos]
-        assert _reconstruct(inputs[:-1].tolist(), targets[:-1].tolist(), IDS.sentinel) == list(body)
+        assert _reconstruct(inputs[:-1].tolist(), targets[:-1].tolist()) == list(body)
         assert len(inputs) <= len(example) and len(targets) <= len(example)
+
+
+def test_an_hf_t5_tokenizer_brings_its_own_sentinels():
+    """Sentinel k is the id transformers' T5Tokenizer gives `<extra_id_k>` (the top 100 of its
+    ids, <extra_id_0> last), and the model's vocabulary needs no ids after the tokenizer's."""
+    from transformer_jax import hf
+    from transformer_jax.train import run_config
+
+    with open(os.path.join(T5_TOKENIZER, "tokenizer_reference.json")) as f:
+        ref = json.load(f)
+    tok = hf.load_tokenizer(T5_TOKENIZER)
+    ids = obj.SpecialIds.from_tokenizer(tok)
+    assert list(ids.sentinels) == ref["sentinels"] and ids.missing("span_corruption") == ["bos"]
+    ids = dataclasses.replace(ids, bos=tok.pad_id)  # the decoder start (T5's config.json)
+    assert ids.missing("span_corruption") == []
+    for trial, text in enumerate(ref["texts"][:6]):
+        body = tok.encode(text)
+        mask = obj.span_noise_mask(len(body), np.random.default_rng([trial]))
+        got_in, got_tgt = obj.span_corrupt_example(
+            np.append(body, tok.eos_id), ids, np.random.default_rng([trial])
+        )
+        want_in, want_tgt = _reference(body, list(mask), lambda k: ref["sentinels"][k])
+        assert got_in.tolist() == want_in + [tok.eos_id]
+        assert got_tgt.tolist() == want_tgt + [tok.eos_id]
+        assert set(want_tgt) & set(ref["sentinels"]) or len(body) < 2
+    config = run_config.default_config()
+    config.model, config.objective = "t5-tiny", "span_corruption"
+    config.model_overrides.vocab_size = 168  # T5's layout: the model's 32,128 > 32,100 ids
+    assert run_config.model_config(config, tok.vocab_size, own_sentinels=True).vocab_size == 168
+    with pytest.raises(ValueError, match=r"168: .*\(160 \+ 100 span-corruption sentinels\)"):
+        run_config.model_config(config, tok.vocab_size)  # without: 100 more ids after 160
+    with pytest.raises(ValueError, match="span corruption needs sentinel ids"):
+        obj.span_corrupt_example(np.array([5, 6, 1]), obj.SpecialIds(vocab_size=V), None)
 
 
 def test_packed_batch_is_per_row_deterministic_and_reconstructs():
@@ -100,7 +140,7 @@ def test_packed_batch_is_per_row_deterministic_and_reconstructs():
             original = rows["tokens"][i][rows["segment_ids"][i] == k]
             inputs = batch["inputs"][i][batch["inputs_segment_ids"][i] == k]
             targets = batch["targets"][i][batch["targets_segment_ids"][i] == k]
-            body = _reconstruct(inputs[:-1].tolist(), targets[:-1].tolist(), IDS.sentinel)
+            body = _reconstruct(inputs[:-1].tolist(), targets[:-1].tolist())
             assert body + [IDS.eos] == original.tolist()
             dec = batch["decoder_inputs"][i][batch["targets_segment_ids"][i] == k]
             assert dec.tolist() == [IDS.bos, *targets[:-1].tolist()]

@@ -194,8 +194,9 @@ def test_greedy_generation_matches_hf_seq2seq(loaded, name):
     check_greedy_seq2seq(*loaded[name])
 
 
-def check_greedy_seq2seq(config, params, ref):
-    """Our cached greedy decoding from the fixture's padded sources equals HF's tokens."""
+def check_greedy_seq2seq(config, params, ref, suppress_tokens=()):
+    """Our cached greedy decoding from the fixture's padded sources equals HF's tokens
+    (`suppress_tokens`: the ids the checkpoint's generation config bans, as HF applied)."""
     eos = int(ref["gen_eos_id"])
     tokens, lengths = generate(
         config,
@@ -205,6 +206,7 @@ def check_greedy_seq2seq(config, params, ref):
         temperature=0.0,
         eos_id=eos,
         bos_id=int(ref["gen_start_id"]),
+        suppress_tokens=suppress_tokens,
     )
     _compare_generated(tokens, lengths, ref["gen_tokens"], eos)
 
@@ -218,7 +220,7 @@ def test_beam_search_matches_hf_t5(loaded):
     check_beam_seq2seq(*loaded["t5_v11"])
 
 
-def check_beam_seq2seq(config, params, ref):
+def check_beam_seq2seq(config, params, ref, suppress_tokens=()):
     """Our beam search (alpha=0) equals HF's canonical beam search, best hypothesis per row."""
     eos = int(ref["gen_eos_id"])
     tokens, lengths, _ = beam_search(
@@ -230,6 +232,7 @@ def check_beam_seq2seq(config, params, ref):
         alpha=0.0,
         eos_id=eos,
         bos_id=int(ref["gen_start_id"]),
+        suppress_tokens=suppress_tokens,
     )
     _compare_generated(tokens, lengths, ref["beam_tokens"], eos)
 

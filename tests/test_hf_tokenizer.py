@@ -1,7 +1,8 @@
 """hf.load_tokenizer against transformers' own tokenizers (references made by
 tests/hf_fixtures/make_fixtures.py: byte-level BPE as GPT-2 and BART ship it, BERT's
-WordPiece, a LLaMA-style sentencepiece model), the shared TextTokenizer interface, and the
-files hf.save writes: tokenizer, shards, our own format."""
+WordPiece, a LLaMA-style sentencepiece model; T5's and Marian's from
+tests/hf_fixtures/tokenizer_families.py), the shared TextTokenizer interface, and the files
+hf.save writes: tokenizer, shards, our own format."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 from transformer_jax import hf, models
 from transformer_jax.data.tokenizer import Tokenizer, train_tokenizer
 from transformer_jax.families import PRESETS
-from transformer_jax.hf.tokenizer import HFTokenizer, SentencePieceTokenizer
+from transformer_jax.hf.tokenizer import HFTokenizer, MarianTokenizer, SentencePieceTokenizer
 from transformer_jax.text_tokenizer import TextTokenizer, frame_prompt
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "hf_fixtures")
@@ -26,6 +27,7 @@ KINDS = {
     "bart": (HFTokenizer, "encoder_decoder"),  # <s> text </s>
     "bert_mlm": (HFTokenizer, "encoder"),  # [CLS] text [SEP]
     "spm": (SentencePieceTokenizer, "decoder"),  # <s> text (add_bos_token)
+    "t5_tokenizer": (HFTokenizer, "encoder_decoder"),  # text </s>, <extra_id_k> on top
 }
 
 
@@ -69,6 +71,32 @@ def test_save_writes_the_files_back(name, tmp_path):
     assert names and all(filecmp.cmp(os.path.join(src, n), tmp_path / n, False) for n in names)
     again = hf.load_tokenizer(str(tmp_path))
     assert again.digest == tok.digest and again.encode("the cat") == tok.encode("the cat")
+
+
+def test_marian_tokenizer_matches_transformers(tmp_path):
+    """source.spm pieces for the encoder, target.spm pieces for targets and decoding, ids from
+    the shared vocab.json: equal to transformers' MarianTokenizer (its <unk> dropped on
+    decode, as there)."""
+    name = "marian_tokenizer"
+    ref = _reference(name)
+    tok = hf.load_tokenizer(os.path.join(FIXTURES, name))
+    assert type(tok) is MarianTokenizer and isinstance(tok, TextTokenizer)
+    assert [tok.encode(t) for t in ref["texts"]] == ref["ids"]
+    assert tok.encode_batch(ref["texts"]) == ref["ids"]
+    assert [frame_prompt(tok, i, "encoder_decoder") for i in ref["ids"]] == ref["framed"]
+    assert [[*tok.encode_target(t), tok.eos_id] for t in ref["targets"]] == ref["target_ids"]
+    assert [tok.decode(i) for i in ref["target_ids"]] == ref["decoded_targets"]
+    assert tok.encode("Größe") != tok.encode_target("Größe")  # two sentencepiece models
+    assert {n: getattr(tok, f"{n}_id") for n in ref["special"]} == ref["special"]
+    assert tok.vocab_size == ref["vocab_size"] and tok.sentinel_ids == ()
+    assert tok.encode(">>de<< the dog")[0] == tok.unk_id  # a language code is one token
+    names = tok.save(str(tmp_path))
+    assert sorted(names) == ["source.spm", "target.spm", "tokenizer_config.json", "vocab.json"]
+    assert hf.load_tokenizer(str(tmp_path)).encode(ref["texts"][0]) == ref["ids"][0]
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({**config, "separate_vocabs": 1}))
+    with pytest.raises(ValueError, match="separate source and target vocabularies"):
+        hf.load_tokenizer(str(tmp_path))
 
 
 def test_errors_name_the_problem(tmp_path):

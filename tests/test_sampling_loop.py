@@ -37,11 +37,15 @@ def draw(settings, *, batch, steps, seed=0):
     return np.asarray(state.tokens).reshape(-1)  # [B * N]
 
 
-def truncated_softmax(logits, temperature=1.0, top_k=0, top_p=1.0, vocab_limit=None):
-    """NumPy reference: vocab limit, temperature, top-k, then nucleus; renormalised."""
+def truncated_softmax(
+    logits, temperature=1.0, top_k=0, top_p=1.0, vocab_limit=None, suppress_tokens=()
+):
+    """NumPy reference: vocab limit and banned ids, temperature, top-k, then nucleus;
+    renormalised."""
     z = np.array(logits, np.float64)
     if vocab_limit is not None:
         z[vocab_limit:] = -np.inf
+    z[list(suppress_tokens)] = -np.inf
     z = z / temperature
     order = np.argsort(-z, kind="stable")
     keep = np.zeros(len(z), bool)
@@ -63,6 +67,7 @@ def truncated_softmax(logits, temperature=1.0, top_k=0, top_p=1.0, vocab_limit=N
         dict(temperature=2.0),
         dict(temperature=0.7, top_k=5, top_p=0.8),
         dict(vocab_limit=4),
+        dict(top_k=3, suppress_tokens=(0, 2)),  # HF's suppress_tokens / bad_words_ids
     ],
     ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()),
 )
@@ -85,6 +90,9 @@ def test_top_k_one_and_temperature_zero_are_argmax():
         SamplingSettings.create(vocab_size=V, top_p=0.01),
     ):
         np.testing.assert_array_equal(draw(settings, batch=3, steps=4), 0)
+    banned = SamplingSettings.create(vocab_size=V, temperature=0.0, suppress_tokens=[0, 0])
+    assert banned.suppress == (0,)
+    np.testing.assert_array_equal(draw(banned, batch=3, steps=4), 1)  # the argmax is banned
 
 
 def test_same_rng_same_draws_and_new_rng_new_draws():
@@ -147,6 +155,8 @@ def test_settings_validation_messages():
             SamplingSettings.create(vocab_size=V, top_p=top_p)
     with pytest.raises(ValueError, match=r"vocab_limit=8 must be in \[1, vocab_size=7\]"):
         SamplingSettings.create(vocab_size=V, vocab_limit=8)
+    with pytest.raises(ValueError, match=r"suppress_tokens=\[7\] must be token ids in \[0, vo"):
+        SamplingSettings.create(vocab_size=V, suppress_tokens=[7])
     # Mode flags are static metadata, values are traced leaves.
     s = SamplingSettings.create(vocab_size=V, temperature=0.5, top_k=3, top_p=0.9)
     assert (s.greedy, s.top_k, s.nucleus) == (False, 3, True)

@@ -39,6 +39,9 @@ class TextTokenizer(Protocol):
     newline_id: int | None  # the id "\n" encodes to, if it is one token (lines, NSP)
     add_bos: bool  # sequences fed to the model start with bos (LLaMA, BART; not GPT-2)
     special_ids: frozenset[int]  # never produced by encode, dropped by decode, never masked
+    # T5's span-corruption sentinels: entry k is the id of `<extra_id_k>`; () if it has none
+    # (span corruption then puts them after the vocabulary, data/objectives.py)
+    sentinel_ids: tuple[int, ...]
     digest: str  # sha256 of the tokenizer's files: the data cache key
 
     def encode(self, text: str) -> list[int]:

@@ -5,8 +5,12 @@ Each is a small seeded random model (every tensor randomised by make_fixtures.ra
 Marian's fixed sinusoidal tables then recomputed as HF does, since it neither saves nor reads
 them) with distinct sizes per axis: vocab 89, width 24, 3 heads of 8, FFN 40, 37 positions,
 2 encoder and 3 decoder layers. reference.npz holds padded sources and padded targets (with
-their masks), HF's float32 logits, and HF's greedy and beam tokens (pad suppressed).
+their masks), HF's float32 logits, and HF's greedy and beam tokens (pad never generated).
 Marian's decoder starts with the pad id itself (88); mBART's and PLBART's with </s> (2).
+
+Marian's generation_config.json bans the pad id as the published opus-mt ones do
+(`bad_words_ids: [[pad]]`), so HF's generate needs no extra setting there; mBART and PLBART
+ban nothing by default, and get `suppress_tokens=[pad]` (our sampler never emits the pad).
 """
 
 from __future__ import annotations
@@ -39,7 +43,10 @@ IDS = {"mbart": (1, 2, 2), "marian": (VOCAB - 1, 0, VOCAB - 1), "plbart": (1, 2,
 
 
 def build(name):
-    return getattr(transformers, ENCDEC[name][0])(ENCDEC[name][1]())
+    model = getattr(transformers, ENCDEC[name][0])(ENCDEC[name][1]())
+    if name == "marian":  # Helsinki-NLP/opus-mt-*'s generation_config.json: the pad is banned
+        model.generation_config.bad_words_ids = [[IDS[name][0]]]
+    return model
 
 
 def _fix_sinusoidal(model):
@@ -79,9 +86,11 @@ def run(name, model, ref_dir=None):
         common = dict(
             attention_mask=torch.tensor(mask), max_new_tokens=8, do_sample=False,
             decoder_start_token_id=start, eos_token_id=eos, pad_token_id=pad,
-            suppress_tokens=[pad], forced_bos_token_id=None, forced_eos_token_id=None,
-            min_length=0, no_repeat_ngram_size=0,
+            forced_bos_token_id=None, forced_eos_token_id=None, min_length=0,
+            no_repeat_ngram_size=0,
         )  # fmt: skip
+        if [pad] not in (model.generation_config.bad_words_ids or []):  # HF bans nothing
+            common["suppress_tokens"] = [pad]
         with torch.no_grad():
             gen = model.generate(torch.tensor(src), num_beams=1, **common).numpy()
             beam = model.generate(

@@ -40,9 +40,9 @@ class SpecialIds:
     newline: int = tok_lib.NEWLINE_ID
     num_special: int = tok_lib.NUM_SPECIAL
     special: tuple[int, ...] | None = None  # None: exactly the ids below num_special
-    # Span corruption: sentinel k is `sentinel - k` (T5's <extra_id_k>, counted down from the
-    # top of the vocabulary); -1 = none.
-    sentinel: int = -1
+    # Span corruption: sentinel k is `sentinels[k]` (T5's <extra_id_k>: the tokenizer's own,
+    # or `after_vocab_sentinels`); () = none.
+    sentinels: tuple[int, ...] = ()
 
     @classmethod
     def from_tokenizer(cls, tokenizer) -> SpecialIds:
@@ -62,6 +62,7 @@ class SpecialIds:
             newline=get(tokenizer.newline_id),
             num_special=0,
             special=tuple(sorted(tokenizer.special_ids)),
+            sentinels=tuple(int(i) for i in tokenizer.sentinel_ids),
         )
 
     def is_special(self, tokens: np.ndarray) -> np.ndarray:
@@ -82,7 +83,8 @@ class SpecialIds:
                 "mlm_nsp": ("mask", "cls", "sep"), "denoise": ("bos", "eos", "mask"),
                 "seq2seq": ("bos", "eos"), "span_corruption": ("bos", "eos", "sentinel"),
                 }[objective]  # fmt: skip
-        return [n for n in need if getattr(self, n) < 0]
+        missing = [n for n in need if n != "sentinel" and getattr(self, n) < 0]
+        return missing + (["sentinel"] if "sentinel" in need and not self.sentinels else [])
 
 
 TRAIN_STREAM, EVAL_STREAM = 0, 1
@@ -416,6 +418,12 @@ def seq2seq_batch(rows: Mapping[str, np.ndarray], ids: SpecialIds) -> dict[str, 
 NUM_SENTINELS = 100  # T5's extra ids: the most noise spans one example may have
 
 
+def after_vocab_sentinels(vocab_size: int) -> tuple[int, ...]:
+    """Sentinels for a tokenizer without its own: the NUM_SENTINELS ids after its vocabulary,
+    sentinel k = vocab_size + NUM_SENTINELS - 1 - k (T5's layout: <extra_id_0> on top)."""
+    return tuple(range(vocab_size + NUM_SENTINELS - 1, vocab_size - 1, -1))
+
+
 def random_segmentation(num_items: int, num_segments: int, rng: np.random.Generator) -> np.ndarray:
     """Lengths [num_segments] of a uniformly random split of `num_items` items into that many
     non-empty consecutive segments (T5's `_random_segmentation`)."""
@@ -449,18 +457,24 @@ def span_corrupt_example(
 ) -> tuple[np.ndarray, np.ndarray]:
     """One `body EOS` example -> (encoder input, decoder target), T5's span corruption: each
     noise span of the body becomes one sentinel in the input; the target is each sentinel
-    followed by the span it replaced; both keep the EOS. Sentinel k is `ids.sentinel - k`."""
+    followed by the span it replaced; both keep the EOS. Sentinel k is `ids.sentinels[k]`."""
+    if not ids.sentinels:
+        raise ValueError(
+            "span corruption needs sentinel ids: SpecialIds(sentinels=...), the tokenizer's "
+            "<extra_id_k> or after_vocab_sentinels(vocab_size)."
+        )
     body = tokens[:-1] if len(tokens) and tokens[-1] == ids.eos else tokens
     tail = tokens[len(body) :]
     noise = span_noise_mask(len(body), rng, density, mean_span)  # [T] bool
     starts = noise & ~np.concatenate([[False], noise[:-1]])  # first token of each noise span
     num_spans = int(starts.sum())
-    if num_spans > NUM_SENTINELS:
+    if num_spans > len(ids.sentinels):
         raise ValueError(
             f"span corruption: an example of {len(body)} tokens has {num_spans} noise spans, "
-            f"more than the {NUM_SENTINELS} sentinels; lower max_length."
+            f"more than the {len(ids.sentinels)} sentinels; lower max_length."
         )
-    sentinel = ids.sentinel - (np.cumsum(starts) - 1)  # [T] the sentinel of each span
+    span = np.maximum(np.cumsum(starts) - 1, 0)  # [T] the index of each token's span
+    sentinel = np.asarray(ids.sentinels, np.int64)[span]  # [T] the sentinel of each span
     inputs = np.where(starts, sentinel, body)[~noise | starts]  # a span -> its sentinel
     is_start = starts[noise]  # [N] per noise token: it opens a span
     token_at = np.cumsum(1 + is_start) - 1  # [N] its index in the target

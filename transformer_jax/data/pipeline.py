@@ -5,8 +5,9 @@ reuse `WORKDIR/tokenizer.model` on the train split -> tokenize + pack each split
 int32 arrays cached as `.npy` under `WORKDIR/data_cache/<key>/` (key = hash of dataset
 identity, tokenizer, max_length, objective) -> memory-map them. Objectives that draw random
 corruption (MLM, NSP, denoising, span corruption) store the clean rows and corrupt them per
-(seed, step, row). Span corruption's sentinels are the 100 ids after the tokenizer's
-vocabulary (the model's vocabulary is that much larger, run_config.model_config).
+(seed, step, row). Span corruption's sentinels are the tokenizer's own `<extra_id_k>` (an HF
+T5 tokenizer's), else the 100 ids after its vocabulary (the model's vocabulary is then that
+much larger, run_config.model_config).
 
 Text edge cases: files are decoded as UTF-8 with invalid bytes replaced by U+FFFD; empty
 documents are skipped (a split of only empty files is "empty": ValueError); lines of any
@@ -199,11 +200,19 @@ def _tokenizer_texts(ds: _Dataset, limit: int | None) -> Iterator[str]:
 
 
 def _encoded(ds: _Dataset, split: str, tok: tok_lib.Tokenizer, limit: int | None):
-    """Yields encoded examples (tuples of id lists), encoding `_ENCODE_BATCH` at a time."""
+    """Yields encoded examples (tuples of id lists), encoding `_ENCODE_BATCH` at a time. A
+    parallel set's target column goes through the tokenizer's target model when it has one
+    (Marian's target.spm: `encode_target`)."""
     buffer: list[tuple[str, ...]] = []
+    encode_target = getattr(tok, "encode_target", None)
+
+    def encode(column: int, texts: list[str]) -> list[list[int]]:
+        if column == 1 and encode_target is not None:  # (source, target): the target side
+            return [encode_target(t) for t in texts]
+        return tok.encode_batch(texts)
 
     def flush():
-        columns = [tok.encode_batch([b[i] for b in buffer]) for i in range(len(ds.keys))]
+        columns = [encode(i, [b[i] for b in buffer]) for i in range(len(ds.keys))]
         buffer.clear()
         return zip(*columns, strict=True)
 
@@ -412,8 +421,8 @@ def make_datasets(
         seed=int(config.seed),
     )
     ids = objectives.SpecialIds.from_tokenizer(tok)
-    if config.objective == "span_corruption":  # sentinels: the ids after the tokenizer's
-        ids = dataclasses.replace(ids, sentinel=tok.vocab_size + objectives.NUM_SENTINELS - 1)
+    if config.objective == "span_corruption" and not ids.sentinels:  # none of its own
+        ids = dataclasses.replace(ids, sentinels=objectives.after_vocab_sentinels(tok.vocab_size))
     missing = ids.missing(config.objective)
     if missing:
         raise ValueError(

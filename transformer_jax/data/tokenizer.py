@@ -102,6 +102,7 @@ class Tokenizer:
             )
         self._drop = np.zeros(self.vocab_size, bool)
         self._drop[[PAD_ID, BOS_ID, EOS_ID, MASK_ID, CLS_ID, SEP_ID]] = True
+        self.sentinel_ids: tuple[int, ...] = ()  # span corruption's come after the vocab
 
     @classmethod
     def load(cls, path: str) -> Tokenizer:

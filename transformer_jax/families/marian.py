@@ -108,7 +108,8 @@ def from_hf_config(hf: dict) -> ModelConfig:
 
 
 def to_hf_config(config: ModelConfig, heads: bool = True) -> dict:
-    """ModelConfig -> Marian config.json: </s> is 0, the decoder starts with the pad id."""
+    """ModelConfig -> Marian config.json: </s> is 0, the decoder starts with the pad id, and
+    generation never produces the pad (`bad_words_ids`, as the opus-mt files have it)."""
     return {
         **_bart.write_common(config, HF_MODEL_TYPE, "MarianMTModel" if heads else "MarianModel"),
         "decoder_vocab_size": config.vocab_size,
@@ -116,6 +117,7 @@ def to_hf_config(config: ModelConfig, heads: bool = True) -> dict:
         "eos_token_id": 0,
         "forced_eos_token_id": 0,
         "decoder_start_token_id": config.pad_id,
+        "bad_words_ids": [[config.pad_id]],
     }
 
 

@@ -15,12 +15,14 @@ api.py      load / save
 tokenizer.py          load_tokenizer: tokenizer.json (tokenizers) or a sentencepiece model
 special_tokens.py     the special ids named by tokenizer_config.json / config.json
 own_format.py         configs HF cannot express, in this library's own format
+generation.py         generation_defaults: the ids a checkpoint's generation config bans
 
 Each family's mapping lives in its module (transformer_jax/families/NAME.py): HF_MODEL_TYPE,
 HF_ARCHITECTURES, from_hf_config, to_hf_config, hf_name_table.
 """
 
 from transformer_jax.hf.api import load, save
+from transformer_jax.hf.generation import generation_defaults
 from transformer_jax.hf.tokenizer import load_tokenizer
 
-__all__ = ["load", "load_tokenizer", "save"]
+__all__ = ["generation_defaults", "load", "load_tokenizer", "save"]

@@ -19,6 +19,7 @@ _GENERATION_KEYS = (
     "pad_token_id",
     "decoder_start_token_id",
     "forced_eos_token_id",
+    "bad_words_ids",  # Marian: [[pad]], as opus-mt ships it (hf.generation_defaults)
 )
 
 

@@ -25,7 +25,7 @@ def read_optional(directory: str, name: str) -> dict[str, Any]:
     return read_json(path, name) if os.path.isfile(path) else {}
 
 
-def _content(value: Any) -> str | None:
+def content(value: Any) -> str | None:
     if isinstance(value, dict):  # a serialized AddedToken
         value = value.get("content")
     return value if isinstance(value, str) else None
@@ -35,6 +35,18 @@ def _first_id(value: Any) -> int | None:
     if isinstance(value, list):  # eos_token_id may list several ids; the first one is primary
         value = value[0] if value else None
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+SENTINEL = "<extra_id_{}>"  # T5's span-corruption sentinels (HF T5Tokenizer's extra_ids)
+
+
+def sentinel_ids(token_to_id: Callable[[str], int | None]) -> tuple[int, ...]:
+    """The ids of `<extra_id_0>`, `<extra_id_1>`, ... while the vocabulary has them (T5's
+    100 at the top of its 32,100 ids, `<extra_id_0>` last); () when it has none."""
+    out: list[int] = []
+    while (token_id := token_to_id(SENTINEL.format(len(out)))) is not None:
+        out.append(token_id)
+    return tuple(out)
 
 
 def special_ids(
@@ -52,7 +64,7 @@ def special_ids(
     for name in NAMES:
         key = f"{name}_token"
         named = key in tok_config or key in token_map
-        token = _content(tok_config.get(key, token_map.get(key)))
+        token = content(tok_config.get(key, token_map.get(key)))
         if token is not None:
             token_id = token_to_id(token)
             if token_id is None:

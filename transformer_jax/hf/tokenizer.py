@@ -2,7 +2,11 @@
 
   tokenizer.json                                -> `tokenizers` (byte-level BPE of GPT-2,
                                                    RoBERTa, BART, Falcon, ...; WordPiece of BERT)
-  tokenizer.model / spiece.model / source.spm   -> sentencepiece (LLaMA, Mistral, T5, Marian)
+  source.spm + target.spm + vocab.json          -> Marian (MarianTokenizer): pieces from the
+                                                   source model for `encode`, from the target
+                                                   model for `encode_target` and `decode`; ids
+                                                   from the shared vocab.json
+  tokenizer.model / spiece.model / source.spm   -> sentencepiece (LLaMA, Mistral, T5)
   tokenizer.model + tokenizer_config.json with tokenizer_class "TransformerJaxTokenizer"
                                                 -> this library's own sentencepiece tokenizer
 
@@ -26,6 +30,7 @@ from transformer_jax.text_tokenizer import TextTokenizer
 
 TOKENIZER_JSON = "tokenizer.json"
 SENTENCEPIECE_FILES = ("tokenizer.model", "spiece.model", "source.spm")
+MARIAN_FILES = ("source.spm", "target.spm", "vocab.json")
 SIDE_FILES = (special_tokens.TOKENIZER_CONFIG, special_tokens.SPECIAL_TOKENS_MAP)
 OWN_CLASS = "TransformerJaxTokenizer"
 
@@ -84,6 +89,7 @@ class _Base:
         self._drop[[i for i in self.special_ids if 0 <= i < self.vocab_size]] = True
         newline = self.encode("\n")
         self.newline_id = newline[0] if len(newline) == 1 else None
+        self.sentinel_ids = special_tokens.sentinel_ids(self._token_to_id)
 
     def _token_to_id(self, token: str) -> int | None:
         raise NotImplementedError
@@ -160,7 +166,9 @@ class SentencePieceTokenizer(_Base):
         except Exception as e:  # RuntimeError from the C++ parser
             raise ValueError(f"{path}: not a sentencepiece model ({e}).") from e
         config = special_tokens.read_optional(directory, special_tokens.TOKENIZER_CONFIG)
-        added = {int(i) for i in (config.get("added_tokens_decoder") or {})}
+        decoder = config.get("added_tokens_decoder") or {}  # id -> serialized AddedToken
+        added = {int(i) for i in decoder}
+        self._added = {special_tokens.content(t): int(i) for i, t in decoder.items()}
         self._pieces = self._sp.vocab_size()
         self.vocab_size = max([self._pieces, *(i + 1 for i in added)])
         own = lambda i: i if 0 <= i < self._pieces else None  # noqa: E731  (-1: none)
@@ -171,6 +179,8 @@ class SentencePieceTokenizer(_Base):
         self.add_bos = bool(config.get("add_bos_token", False)) and self.bos_id is not None
 
     def _token_to_id(self, token: str) -> int | None:
+        if token in self._added:  # tokens added past the pieces (T5's <extra_id_N>)
+            return self._added[token]
         i = self._sp.piece_to_id(token)
         return None if i == self._sp.unk_id() and token != self._sp.id_to_piece(i) else i
 
@@ -198,6 +208,76 @@ class SentencePieceTokenizer(_Base):
         return self._sp.id_to_piece(token_id) if token_id < self._pieces else f"<id {token_id}>"
 
 
+class MarianTokenizer(_Base):
+    """Marian's files (Helsinki-NLP/opus-mt-*), as transformers' MarianTokenizer reads them:
+    text -> pieces of source.spm (`encode`, the encoder's inputs) or target.spm
+    (`encode_target`, training targets) -> ids of the shared vocab.json (<unk> for a piece it
+    lacks); ids -> vocab.json pieces -> text through target.spm (`decode`: generated
+    targets; transformers' `decode(..., use_source_tokenizer=False)`). A leading language
+    code `>>xx<<` is one token. <unk> is special here (decode drops it, as transformers
+    does). Moses punctuation normalisation (transformers applies it only when sacremoses is
+    installed) is not applied."""
+
+    def __init__(self, directory: str):
+        import sentencepiece as spm
+
+        self._files = _Files(directory, (*MARIAN_FILES, *SIDE_FILES))
+        config = special_tokens.read_optional(directory, special_tokens.TOKENIZER_CONFIG)
+        if config.get("separate_vocabs") or os.path.isfile(
+            os.path.join(directory, "target_vocab.json")
+        ):
+            raise ValueError(
+                f"{directory}: a Marian tokenizer with separate source and target vocabularies "
+                "(separate_vocabs / target_vocab.json) is not supported; transformer_jax's "
+                "Marian shares one vocabulary between encoder and decoder."
+            )
+        self._vocab = read_json(os.path.join(directory, "vocab.json"), "Marian vocab.json")
+        self.vocab_size = max(self._vocab.values()) + 1
+        self._pieces = [""] * self.vocab_size  # id -> piece
+        for piece, i in self._vocab.items():
+            self._pieces[i] = piece
+        self._source, self._target = (
+            spm.SentencePieceProcessor(model_proto=self._files.data[name])
+            for name in ("source.spm", "target.spm")
+        )
+        unk = special_tokens.content(config.get("unk_token")) or "<unk>"
+        if unk not in self._vocab:
+            raise ValueError(f"{directory}/vocab.json has no {unk!r} (Marian's unk token).")
+        defaults = {n: self._vocab.get(t) for n, t in
+                    (("unk", "<unk>"), ("eos", "</s>"), ("pad", "<pad>"))}  # fmt: skip
+        self._init_specials(directory, defaults, set())
+        self.special_ids = self.special_ids | {self.unk_id}
+        self._drop[self.unk_id] = True
+        self.add_bos = False
+
+    def _token_to_id(self, token: str) -> int | None:
+        return self._vocab.get(token)
+
+    def _ids(self, sp, text: str) -> list[int]:
+        code = []
+        if text.startswith(">>") and (end := text.find("<<")) != -1:  # a language code
+            code, text = [text[: end + 2]], text[end + 2 :]
+        return [self._vocab.get(p, self.unk_id) for p in code + sp.encode(text, out_type=str)]
+
+    def encode(self, text: str) -> list[int]:
+        return self._ids(self._source, text)
+
+    def encode_target(self, text: str) -> list[int]:
+        """Ids of a target-language `text` (target.spm), with no special tokens added."""
+        return self._ids(self._target, text)
+
+    def encode_batch(self, texts: Sequence[str], num_threads: int = 2) -> list[list[int]]:
+        del num_threads
+        return [self.encode(t) for t in texts]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        pieces = [self._pieces[i] for i in self._keep(ids)]
+        return self._target.decode_pieces(pieces).replace("\u2581", " ").strip()
+
+    def id_to_piece(self, token_id: int) -> str:
+        return self._pieces[int(token_id)]
+
+
 def load_tokenizer(directory: str) -> TextTokenizer:
     """The tokenizer a checkpoint directory ships (see the module docstring)."""
     if not os.path.isdir(directory):
@@ -210,6 +290,8 @@ def load_tokenizer(directory: str) -> TextTokenizer:
         return Tokenizer.load(os.path.join(directory, TOKENIZER_FILENAME))
     if os.path.isfile(os.path.join(directory, TOKENIZER_JSON)):
         return HFTokenizer(directory)
+    if all(os.path.isfile(os.path.join(directory, name)) for name in MARIAN_FILES):
+        return MarianTokenizer(directory)
     for name in SENTENCEPIECE_FILES:
         if os.path.isfile(os.path.join(directory, name)):
             return SentencePieceTokenizer(directory, name)

@@ -62,6 +62,7 @@ def beam_search_loop(
     eos_id: int | None = None,
     pad_id: int = 0,
     vocab_limit: int | None = None,
+    suppress_tokens: tuple[int, ...] = (),
     reorder_cache: Callable[[Any, jax.Array], Any] | None = None,
 ) -> BeamState:
     """Returns the final state; the best hypothesis of row b is `finished_*[b, 0]`.
@@ -74,7 +75,9 @@ def beam_search_loop(
     width, steps = beam_size, max_new_tokens
     if 2 * width > width * vocab:
         raise ValueError(f"beam search needs a vocabulary of >= 2 tokens, got {vocab}.")
-    scorer = SamplingSettings.create(vocab_size=vocab, vocab_limit=vocab_limit)
+    scorer = SamplingSettings.create(
+        vocab_size=vocab, vocab_limit=vocab_limit, suppress_tokens=suppress_tokens
+    )
 
     def expand(x: jax.Array) -> jax.Array:  # [B, ...] -> [B * W, ...] (beams of a row adjacent)
         return jnp.repeat(x, width, axis=0)

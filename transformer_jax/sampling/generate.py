@@ -14,8 +14,8 @@ What recompiles. The compiled programs are cached by jax.jit, keyed on
     `pad_id=None` sources cannot be padded, so the exact source length is the key;
   * max_new_tokens, eos_id, and the pad id (from the config);
   * generate: the sampling mode: greedy (temperature == 0) or not, the top_k value, whether
-    top_p < 1, vocab_limit; and the kind of rng (typed key vs raw uint32 key);
-  * beam_search: beam_size.
+    top_p < 1, vocab_limit, suppress_tokens; and the kind of rng (typed key vs raw uint32 key);
+  * beam_search: beam_size, vocab_limit, suppress_tokens.
 The values of temperature, top_p and alpha, the prompt contents, the individual prompt
 lengths within a bucket, and the rng value never recompile.
 """
@@ -155,8 +155,10 @@ def _generate_jit(
 
 @functools.partial(
     jax.jit,
-    static_argnames=("config", "beam_size", "max_new_tokens", "eos_id", "pad_id", "vocab_limit"),
-)
+    static_argnames=(
+        "config", "beam_size", "max_new_tokens", "eos_id", "pad_id", "vocab_limit", "suppress"
+    ),
+)  # fmt: skip
 def _beam_jit(
     params,
     prompts,
@@ -170,6 +172,7 @@ def _beam_jit(
     eos_id,
     pad_id,
     vocab_limit,
+    suppress,
 ):
     """-> (best tokens [B, N], lengths [B], scores [B], loop steps [])."""
     prefill, _ = _model_fns(config, params, src, eos_id=eos_id)
@@ -188,6 +191,7 @@ def _beam_jit(
         eos_id=eos_id,
         pad_id=pad_id,
         vocab_limit=vocab_limit,
+        suppress_tokens=suppress,
         reorder_cache=_reorder_self_attention,
     )
     best = (
@@ -232,6 +236,7 @@ def generate(
     bos_id: int | None = None,
     vocab_limit: int | None = None,
     lengths: Any = None,
+    suppress_tokens: Any = (),
 ) -> tuple[np.ndarray, np.ndarray]:
     """Samples continuations (DecoderOnly) or targets (EncoderDecoder).
 
@@ -251,6 +256,9 @@ def generate(
         start token (required).
       vocab_limit: ids >= vocab_limit (padding of the model's vocabulary past the tokenizer's)
         are never produced.
+      suppress_tokens: ids never produced (a checkpoint's HF generation config:
+        `hf.generation_defaults(dir)["suppress_tokens"]`). The pad id is never produced
+        either way (unless it is the EOS): see `_model_fns`.
 
     Returns:
       (tokens [B, max_new_tokens] int32, pad id (or 0) after EOS; lengths [B] int32, the
@@ -263,8 +271,9 @@ def generate(
         top_k=top_k,
         top_p=top_p,
         vocab_limit=vocab_limit,
+        suppress_tokens=suppress_tokens,
     )
-    _check_eos_allowed(eos_id, settings.vocab_limit)
+    _check_eos_allowed(eos_id, settings)
     prompt_block, prompt_lengths, src, pad = _prepare(
         config, prompts, lengths, max_new_tokens=max_new_tokens, bos_id=bos_id, eos_id=eos_id
     )
@@ -295,6 +304,7 @@ def beam_search(
     bos_id: int | None = None,
     vocab_limit: int | None = None,
     lengths: Any = None,
+    suppress_tokens: Any = (),
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Beam search (see beam.py for the exact semantics); arguments as in `generate`.
 
@@ -305,8 +315,10 @@ def beam_search(
     """
     config = config_of(model)
     beam_size = inputs.check_positive("beam_size", beam_size)
-    scorer = SamplingSettings.create(vocab_size=config.vocab_size, vocab_limit=vocab_limit)
-    _check_eos_allowed(eos_id, scorer.vocab_limit)
+    scorer = SamplingSettings.create(
+        vocab_size=config.vocab_size, vocab_limit=vocab_limit, suppress_tokens=suppress_tokens
+    )
+    _check_eos_allowed(eos_id, scorer)
     alpha = float(alpha)
     if not np.isfinite(alpha):
         raise ValueError(f"alpha={alpha} must be a finite number (0 = no length penalty).")
@@ -325,12 +337,19 @@ def beam_search(
         eos_id=eos_id,
         pad_id=pad,
         vocab_limit=scorer.vocab_limit,
+        suppress=scorer.suppress,
     )
     return np.asarray(tokens), np.asarray(out_lengths), np.asarray(scores)
 
 
-def _check_eos_allowed(eos_id: int | None, vocab_limit: int | None) -> None:
+def _check_eos_allowed(eos_id: int | None, settings: SamplingSettings) -> None:
+    vocab_limit = settings.vocab_limit
     if eos_id is not None and vocab_limit is not None and eos_id >= vocab_limit:
         raise ValueError(
             f"eos_id={eos_id} is >= vocab_limit={vocab_limit}, so it could never be produced."
+        )
+    if eos_id is not None and eos_id in settings.suppress:
+        raise ValueError(
+            f"eos_id={eos_id} is in suppress_tokens={list(settings.suppress)}, so it could "
+            "never be produced; drop it from suppress_tokens."
         )

@@ -1,16 +1,20 @@
-"""How the next token is chosen from logits: greedy, temperature, top-k, top-p, vocab limit.
+"""How the next token is chosen from logits: greedy, temperature, top-k, top-p, vocab limit,
+suppressed ids.
 
 `SamplingSettings` is a pytree: `temperature` and `top_p` are traced leaves (changing their
-values never recompiles), while the mode flags (`greedy`, `top_k`, `nucleus`, `vocab_limit`)
-are static metadata, part of the jit cache key.
+values never recompiles), while the mode flags (`greedy`, `top_k`, `nucleus`, `vocab_limit`,
+`suppress`) are static metadata, part of the jit cache key.
 
-Order of operations (as in Hugging Face / Flax): vocab-limit mask -> temperature -> top-k ->
-top-p on the tempered, top-k-truncated distribution -> draw.
+Order of operations (as in Hugging Face / Flax): vocab-limit and suppressed-id mask ->
+temperature -> top-k -> top-p on the tempered, top-k-truncated distribution -> draw.
+`suppress` is HF's `suppress_tokens` plus the single-token `bad_words_ids` of a checkpoint's
+generation config (hf.generation_defaults), e.g. Marian's `[[pad]]`.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import flax.struct
 import jax
@@ -29,6 +33,7 @@ class SamplingSettings:
     greedy: bool = flax.struct.field(pytree_node=False, default=False)
     nucleus: bool = flax.struct.field(pytree_node=False, default=False)  # top_p < 1
     vocab_limit: int | None = flax.struct.field(pytree_node=False, default=None)
+    suppress: tuple[int, ...] = flax.struct.field(pytree_node=False, default=())  # never drawn
 
     @classmethod
     def create(
@@ -39,8 +44,10 @@ class SamplingSettings:
         top_k: int = 0,
         top_p: float = 1.0,
         vocab_limit: int | None = None,
+        suppress_tokens: Sequence[int] = (),
     ) -> SamplingSettings:
-        """Checks the values on the host. temperature=0 means greedy (argmax)."""
+        """Checks the values on the host. temperature=0 means greedy (argmax);
+        `suppress_tokens`: ids never produced (HF's suppress_tokens / bad_words_ids)."""
         temperature = float(temperature)
         if not math.isfinite(temperature) or temperature < 0:
             raise ValueError(
@@ -58,6 +65,13 @@ class SamplingSettings:
             )
         if vocab_limit == vocab_size:
             vocab_limit = None  # nothing to mask; one compile fewer
+        suppress = tuple(sorted({int(i) for i in suppress_tokens}))
+        bad = [i for i in suppress if not 0 <= i < vocab_size]
+        if bad or any(isinstance(i, bool) or int(i) != i for i in suppress_tokens):
+            raise ValueError(
+                f"suppress_tokens={list(suppress_tokens)} must be token ids in "
+                f"[0, vocab_size={vocab_size})."
+            )
         allowed = vocab_size if vocab_limit is None else vocab_limit
         top_k = int(top_k)
         if top_k >= allowed:
@@ -69,10 +83,14 @@ class SamplingSettings:
             greedy=temperature == 0.0,
             nucleus=top_p < 1.0,
             vocab_limit=vocab_limit,
+            suppress=suppress,
         )
 
     def mask_vocab(self, logits: jax.Array) -> jax.Array:
-        """[..., V] -> [..., V] with ids >= vocab_limit at -inf (never produced)."""
+        """[..., V] -> [..., V] with ids >= vocab_limit and suppressed ids at -inf (never
+        produced)."""
+        if self.suppress:
+            logits = logits.at[..., np.asarray(self.suppress)].set(-jnp.inf)  # [..., V]
         if self.vocab_limit is None:
             return logits
         allowed = jnp.arange(logits.shape[-1]) < self.vocab_limit  # [V]

@@ -232,7 +232,13 @@ def _train(config, workdir: str, data, guard: _SigtermGuard) -> dict[str, Any]:
     )
     if init_from is not None:
         base, hf_params = _before_training(_init_from_model, workdir, init_from)
-    model_cfg = _before_training(run_config.model_config, config, tokenizer.vocab_size, base)
+    model_cfg = _before_training(
+        run_config.model_config,
+        config,
+        tokenizer.vocab_size,
+        base,
+        own_sentinels=bool(tokenizer.sentinel_ids),
+    )
     model = models.build(model_cfg)
 
     schedule = make_schedule(

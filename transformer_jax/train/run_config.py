@@ -178,15 +178,21 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 
 def model_config(
-    config: ml_collections.ConfigDict, vocab_size: int, base: ModelConfig | None = None
+    config: ml_collections.ConfigDict,
+    vocab_size: int,
+    base: ModelConfig | None = None,
+    *,
+    own_sentinels: bool = False,
 ) -> ModelConfig:
     """The preset (or `base`, a checkpoint's config for init_from runs) with overrides, the
-    tokenizer's vocabulary and the run's dtype; checked against the objective and max_length."""
+    tokenizer's vocabulary and the run's dtype; checked against the objective and max_length.
+    `own_sentinels`: the tokenizer holds span corruption's sentinels (an HF T5 tokenizer's
+    `<extra_id_k>`), so the model needs no ids after its vocabulary."""
     overrides = dict(config.model_overrides.to_dict()) if config.model_overrides else {}
     from transformer_jax.data.objectives import NUM_SENTINELS  # (data imports TFDS: lazily)
 
     needed = vocab_size  # the tokenizer's ids, then span corruption's sentinels after them
-    if config.objective == "span_corruption":
+    if config.objective == "span_corruption" and not own_sentinels:
         needed += NUM_SENTINELS
     if base is None:
         overrides.setdefault("vocab_size", needed)
