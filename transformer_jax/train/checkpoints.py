@@ -70,6 +70,19 @@ _FORMAT = 1
 _CHUNK = 1 << 23  # file hashing reads 8 MiB at a time
 
 
+class CheckpointSaveError(RuntimeError):
+    """Writing a checkpoint failed (disk full, I/O error, ...); every earlier step is as it
+    was, and the failed one is never trusted (it has no manifest). train.py: exit 74."""
+
+    def __init__(self, step: int, directory: str, error: BaseException):
+        self.step = step
+        super().__init__(
+            f"Saving checkpoint step {step} in {directory} failed: {_first_line(error)}. "
+            f"The checkpoints saved before it are intact and trusted; free space or fix the "
+            f"disk, then rerun the same command to resume from the latest of them."
+        )
+
+
 class CheckpointMismatchError(ConfigError):
     """A checkpoint does not fit the model/optimizer built from the current config."""
 
@@ -383,9 +396,7 @@ class Checkpoints:
                 _atomic_write_json(os.path.join(step_dir, MANIFEST_FILE), manifest)
                 self._apply_retention()
         except Exception as e:
-            raise RuntimeError(
-                f"Saving checkpoint step {step} in {self.directory} failed: {e}"
-            ) from e
+            raise CheckpointSaveError(step, self.directory, e) from e
 
     def _apply_retention(self) -> None:
         """Deletes trusted steps older than the newest `max_to_keep` trusted ones."""
