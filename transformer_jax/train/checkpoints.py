@@ -76,8 +76,12 @@ class CheckpointSaveError(RuntimeError):
 
     def __init__(self, step: int, directory: str, error: BaseException):
         self.step = step
+        text = str(error).strip().splitlines()
+        what = f"{type(error).__name__}: {text[0] if text else ''}"
+        if len(what) > 600:  # tensorstore's cause (e.g. "No space left on device") is last
+            what = f"{what[:250]} ... {what[-350:]}"
         super().__init__(
-            f"Saving checkpoint step {step} in {directory} failed: {_first_line(error)}. "
+            f"Saving checkpoint step {step} in {directory} failed: {what}. "
             f"The checkpoints saved before it are intact and trusted; free space or fix the "
             f"disk, then rerun the same command to resume from the latest of them."
         )
@@ -421,6 +425,14 @@ class Checkpoints:
         pending, self._pending = self._pending, None
         if pending is not None:
             pending.result()
+
+    def raise_if_failed(self) -> None:
+        """Re-raises the error of a background save that has already failed (without waiting
+        for one in flight), so that a run stops at the next step instead of training on
+        until its next save finds out."""
+        pending = self._pending
+        if pending is not None and pending.done() and pending.exception() is not None:
+            self.wait()
 
     def close(self) -> None:
         """Waits for the pending save and releases the manager."""

@@ -461,6 +461,7 @@ def _run(
         for step in range(start_step, total_steps):
             if stop_requested(step):
                 preempt(step)
+            ckpt.raise_if_failed()  # a failed save (disk full, I/O error) stops the run now
             batch = shard(next(batches), num_local)
             if summary["compile_seconds"] is None:
                 if is_chief:
