@@ -192,3 +192,43 @@ def test_lock_on_another_host_waits_for_its_heartbeat_to_go_stale(tmp_path, capl
         assert os.stat(path).st_mtime > before
     finally:
         lock.release()
+
+
+# ----------------------------------------------------------------------------- TF's notices
+
+
+def _python_files() -> list[str]:
+    out = []
+    for root, dirs, files in os.walk(U.ROOT):
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d not in ("tests", "workdirs")]
+        out += [os.path.join(root, f) for f in files if f.endswith(".py")]
+    return sorted(out)
+
+
+def test_every_file_that_imports_tensorflow_quiets_it_first():
+    """TF reads TF_CPP_MIN_LOG_LEVEL / TF_ENABLE_ONEDNN_OPTS once, when it loads: every file
+    that imports tensorflow (or tensorflow_datasets) calls console.quiet_environment at module
+    level on an earlier line. (train.py's own run without those variables:
+    test_reliability_processes.py's disk-full test checks its output.)"""
+    import ast
+
+    importers = {}
+    for path in _python_files():
+        with open(path) as f:
+            tree = ast.parse(f.read())
+        quiet = [
+            node.lineno
+            for node in tree.body
+            if isinstance(node, ast.Expr)
+            and isinstance(node.value, ast.Call)
+            and getattr(node.value.func, "attr", None) == "quiet_environment"
+        ]
+        for node in ast.walk(tree):
+            names = (
+                [a.name for a in node.names] if isinstance(node, ast.Import)
+                else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            )  # fmt: skip
+            if any(n.split(".")[0] in ("tensorflow", "tensorflow_datasets") for n in names):
+                importers[os.path.relpath(path, U.ROOT)] = quiet
+                assert quiet and quiet[0] < node.lineno, (path, node.lineno)
+    assert {"transformer_jax/data/builders.py", "train.py", "demo.py"} <= set(importers)

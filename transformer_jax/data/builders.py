@@ -26,10 +26,16 @@ import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 
-import tensorflow_datasets as tfds  # imports TensorFlow lazily, on first use
-from etils import epath
+from transformer_jax import console
 
-from transformer_jax.data import corpus
+# TensorFlow's start-up notices (oneDNN, CPU features) off for every program that reads data,
+# entry point or notebook alike, unless the environment already says otherwise.
+console.quiet_environment(console.verbose_flag(sys.argv))
+
+import tensorflow_datasets as tfds  # noqa: E402 - imports TensorFlow lazily, on first use
+from etils import epath  # noqa: E402
+
+from transformer_jax.data import corpus  # noqa: E402
 
 LOCAL_VERSION = "1.0.0"
 log = logging.getLogger(__name__)
