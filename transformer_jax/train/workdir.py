@@ -163,7 +163,7 @@ def check_writable(workdir: str) -> None:
     for path in (workdir, os.path.join(workdir, CHECKPOINT_DIR)):
         if not os.path.isdir(path):
             continue
-        probe = os.path.join(path, f".write-test-{os.getpid()}")
+        probe = os.path.join(path, f".write-test-{socket.gethostname()}-{os.getpid()}")
         try:  # a real write: access() says yes to root and on read-only mounts alike
             with open(probe, "w") as f:
                 f.write("ok")
