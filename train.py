@@ -91,6 +91,17 @@ def _parse_flags(argv: list[str]) -> list[str]:
 
 def main(argv: list[str]) -> int:
     del argv
+    try:  # ml_collections defers a recipe that failed to load to its first use
+        FLAGS.config.keys()
+    except Exception as e:  # noqa: BLE001 - any failure to load the recipe file
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        print(
+            f"train.py: invalid --config {_recipe_path(sys.argv)!r}: could not be loaded "
+            f"({lines[-1] if lines else type(e).__name__}); give a recipe file such as "
+            "configs/gpt_tiny.py",
+            file=sys.stderr,
+        )
+        return EXIT_INVALID
     import jax
 
     if FLAGS.cpu_collectives:
