@@ -61,6 +61,7 @@ def test_unknown_field_paths():
     assert message.startswith("config.learning_rate.x: unknown field 'x'; no fields here")
 
 
+@pytest.mark.slow  # a subprocess
 def test_unknown_config_override_exits_2_with_one_line():
     """train.py itself (the override fails while absl parses the flags, before jax loads)."""
     out = subprocess.run(
