@@ -11,6 +11,10 @@ import importlib.util
 import os
 import sys
 
+from transformer_jax import console  # noqa: E402
+
+console.quiet_environment(console.verbose_flag(sys.argv))  # before anything imports TensorFlow
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 ROOT = os.path.dirname(os.path.abspath(__file__))

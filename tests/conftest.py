@@ -17,6 +17,16 @@ import pytest
 # Float32 comparisons at ~1e-5 assume full-precision matmuls; on GPUs JAX's default is TF32.
 jax.config.update("jax_default_matmul_precision", "highest")
 
+# hypothesis (tests/test_fuzz.py): the default profile is small and derandomized (the same
+# examples every run, a few seconds in `make test`); `pytest --hypothesis-profile=long` runs
+# 20x as many, randomized. Tests size themselves with test_fuzz.examples(n).
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+_FUZZ = dict(deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("default", max_examples=10, derandomize=True, **_FUZZ)
+settings.register_profile("long", max_examples=200, **_FUZZ)
+settings.load_profile("default")
+
 _erf = np.vectorize(math.erf)
 
 ACTIVATIONS = {

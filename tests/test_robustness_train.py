@@ -9,6 +9,7 @@ per-step losses must be bitwise equal (np.array_equal / ==) after any interrupti
 from __future__ import annotations
 
 import glob
+import json
 import os
 import re
 import time
@@ -55,10 +56,14 @@ def test_sigkill_and_restart_is_bitwise_identical(ref):
     assert _latest(workdir) == 4
     assert [r["step"] for r in U.records(workdir) if r["split"] == "train"] == [1, 2, 3, 4, 5]
     first_loss_5 = U.train_losses(workdir)[5]
+    # The killed run's workdir lock (issue 14) still names it; the restart takes it over.
+    with open(os.path.join(workdir, "train.lock")) as f:
+        killed_pid = json.load(f)["pid"]
 
     out = ref.train(workdir)
     assert out.returncode == 0, out.stderr[-2000:]
     assert _resumed_from(out) == 4
+    assert f"Took over the workdir lock of pid {killed_pid} on host" in out.stderr
     steps = [r["step"] for r in U.records(workdir) if r["split"] == "train"]
     assert steps == [1, 2, 3, 4, 5, 6, 7, 8]  # step 5 done twice: its first row was dropped
     assert U.train_losses(workdir)[5] == first_loss_5

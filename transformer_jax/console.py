@@ -7,7 +7,10 @@ only from WARNING up. `--verbose` brings every library's INFO lines back (absl's
 
 TensorFlow's C++ notices are turned off through the environment before it is imported
 (`quiet_environment`): TF_CPP_MIN_LOG_LEVEL=2 and TF_ENABLE_ONEDNN_OPTS=0 (the oneDNN notice;
-TF only feeds tf.data here, so its oneDNN kernels are never used for results).
+TF only feeds tf.data here, so its oneDNN kernels are never used for results). Every entry
+point calls it first thing, and so does transformer_jax.data (the one module that imports
+TensorFlow), so that any program reading data is quiet too; a value already in the
+environment wins.
 """
 
 from __future__ import annotations

@@ -26,10 +26,16 @@ import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 
-import tensorflow_datasets as tfds  # imports TensorFlow lazily, on first use
-from etils import epath
+from transformer_jax import console
 
-from transformer_jax.data import corpus
+# TensorFlow's start-up notices (oneDNN, CPU features) off for every program that reads data,
+# entry point or notebook alike, unless the environment already says otherwise.
+console.quiet_environment(console.verbose_flag(sys.argv))
+
+import tensorflow_datasets as tfds  # noqa: E402 - imports TensorFlow lazily, on first use
+from etils import epath  # noqa: E402
+
+from transformer_jax.data import corpus  # noqa: E402
 
 LOCAL_VERSION = "1.0.0"
 log = logging.getLogger(__name__)
@@ -358,6 +364,19 @@ def holdout_tail(
     return train, validation, description
 
 
+def _no_files(split: str, field: str, patterns: str | Sequence[str]) -> str:
+    """The message for a file set that matched no files; a folder is named as such."""
+    folders = [p for p in ([patterns] if isinstance(patterns, str) else patterns)
+               if "://" not in p and os.path.isdir(p)]  # fmt: skip
+    what = (
+        f"the directory {folders[0]!r} holds no files (names starting with '.' are skipped); "
+        "put the text files there or name them"
+        if folders
+        else "matched no files; fix the path or glob"
+    )
+    return f"split {split!r} of dataset 'text_files' is empty: {field}={patterns!r}: {what}"
+
+
 def text_files_splits(
     train_files: str | Sequence[str],
     eval_files: str | Sequence[str] | None = None,
@@ -370,10 +389,7 @@ def text_files_splits(
     eval_files = eval_files or None  # "" (a config default) means: split train_files
     train = expand_globs(train_files)
     if not train:
-        raise ValueError(
-            f"split 'train' of dataset 'text_files' is empty: train_files={train_files!r} "
-            f"matched no files; fix the path or glob"
-        )
+        raise ValueError(_no_files("train", "train_files", train_files))
     _check_not_all_empty("train_files", train_files, train)
     if eval_files is None:
         by_hash = corpus.split_by_hash(train, validation_fraction)
@@ -390,10 +406,7 @@ def text_files_splits(
     else:
         validation = expand_globs(eval_files)
         if not validation:
-            raise ValueError(
-                f"split 'validation' of dataset 'text_files' is empty: eval_files="
-                f"{eval_files!r} matched no files; fix the path or glob"
-            )
+            raise ValueError(_no_files("validation", "eval_files", eval_files))
         _check_not_all_empty("eval_files", eval_files, validation)
     return {"train": train, "validation": validation}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from types import ModuleType
 from typing import Any
 
@@ -50,6 +51,41 @@ def _architecture(family: ModuleType, hf_config: dict[str, Any], where: str) -> 
     return archs[0]
 
 
+def available_memory() -> int | None:
+    """Bytes of memory this machine can still give (MemAvailable), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_fits_memory(
+    config: ModelConfig, heads: bool, dtype: Any, where: str, available: int | None = None
+) -> None:
+    """ValueError before anything is allocated when the parameters of `config` (counted with
+    jax.eval_shape) need more bytes than the memory available (`available`, default:
+    available_memory()); `dtype` None (the stored dtypes) counts 2 bytes a value."""
+    shapes = engine.param_shapes(config, heads)
+    count = sum(int(np.prod(s, dtype=object)) for s in shapes.values())
+    itemsize = 2 if dtype is None else np.dtype(dtype).itemsize
+    needed = count * itemsize
+    available = available_memory() if available is None else available
+    if available is not None and needed > available:
+        raise ValueError(
+            f"{where}: the model has {count:,} parameters ({needed / 2**30:,.1f} GiB at "
+            f"{itemsize} bytes each) but this machine has {available / 2**30:,.1f} GiB of "
+            "memory available; check the sizes in config.json (hidden size, layers, vocabulary) "
+            "or load it on a machine with more memory."
+        )
+
+
 def load(directory: str, dtype: Any = np.float32) -> tuple[ModelConfig, dict[str, Any]]:
     """(ModelConfig, params) from a Hugging Face directory (config.json + safetensors).
 
@@ -70,6 +106,7 @@ def load(directory: str, dtype: Any = np.float32) -> tuple[ModelConfig, dict[str
         config = family.from_hf_config(hf_config)
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from e
+    check_fits_memory(config, heads, dtype, where)  # before any tensor is read
     with files.open_tensors(directory) as reader:
         if heads and hasattr(family, "hf_from_tensors"):  # heads the file holds
             config = family.hf_from_tensors(config, reader.names())

@@ -65,6 +65,9 @@ def load(directory: str, hf_config: dict[str, Any], dtype: Any) -> tuple[ModelCo
         config = ModelConfig.from_dict(hf_config["transformer_jax_config"])
     except (ValueError, TypeError) as e:
         raise ValueError(f"{where}: transformer_jax_config: {e}") from e
+    from transformer_jax.hf.api import check_fits_memory  # (api imports this module)
+
+    check_fits_memory(config, hf_config["heads"], dtype, where)  # before any tensor is read
     shapes = engine.param_shapes(config, hf_config["heads"])
     params: dict[str, Any] = {}
     with files.open_tensors(directory) as reader:

@@ -70,6 +70,23 @@ _FORMAT = 1
 _CHUNK = 1 << 23  # file hashing reads 8 MiB at a time
 
 
+class CheckpointSaveError(RuntimeError):
+    """Writing a checkpoint failed (disk full, I/O error, ...); every earlier step is as it
+    was, and the failed one is never trusted (it has no manifest). train.py: exit 74."""
+
+    def __init__(self, step: int, directory: str, error: BaseException):
+        self.step = step
+        text = str(error).strip().splitlines()
+        what = f"{type(error).__name__}: {text[0] if text else ''}"
+        if len(what) > 600:  # tensorstore's cause (e.g. "No space left on device") is last
+            what = f"{what[:250]} ... {what[-350:]}"
+        super().__init__(
+            f"Saving checkpoint step {step} in {directory} failed: {what}. "
+            f"The checkpoints saved before it are intact and trusted; free space or fix the "
+            f"disk, then rerun the same command to resume from the latest of them."
+        )
+
+
 class CheckpointMismatchError(ConfigError):
     """A checkpoint does not fit the model/optimizer built from the current config."""
 
@@ -383,9 +400,7 @@ class Checkpoints:
                 _atomic_write_json(os.path.join(step_dir, MANIFEST_FILE), manifest)
                 self._apply_retention()
         except Exception as e:
-            raise RuntimeError(
-                f"Saving checkpoint step {step} in {self.directory} failed: {e}"
-            ) from e
+            raise CheckpointSaveError(step, self.directory, e) from e
 
     def _apply_retention(self) -> None:
         """Deletes trusted steps older than the newest `max_to_keep` trusted ones."""
@@ -410,6 +425,14 @@ class Checkpoints:
         pending, self._pending = self._pending, None
         if pending is not None:
             pending.result()
+
+    def raise_if_failed(self) -> None:
+        """Re-raises the error of a background save that has already failed (without waiting
+        for one in flight), so that a run stops at the next step instead of training on
+        until its next save finds out."""
+        pending = self._pending
+        if pending is not None and pending.done() and pending.exception() is not None:
+            self.wait()
 
     def close(self) -> None:
         """Waits for the pending save and releases the manager."""

@@ -167,9 +167,38 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     except ValueError as e:
         raise ConfigError(str(e)) from e
     workdir = os.path.abspath(workdir)
-    os.makedirs(workdir, exist_ok=True)
-    with _SigtermGuard() as guard:
-        return _train(config, workdir, data, guard)
+    lock = _lock_workdir(workdir, config.get("lock_stale_seconds", 3600.0))
+    try:
+        with _SigtermGuard() as guard:
+            return _train(config, workdir, data, guard)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _lock_workdir(workdir: str, stale_after: float) -> wd.WorkdirLock | None:
+    """Checks that the workdir is a writable directory, then takes its lock (process 0 of a
+    multi-process run; all processes then agree, so that all exit 2 if it is held).
+    ConfigError naming the path, or the holder, and the fix."""
+    chief = jax.process_index() == 0
+    lock, error = None, None
+    try:
+        wd.check_writable(workdir)
+        if chief:
+            lock = wd.WorkdirLock(workdir, stale_after).acquire()
+    except ValueError as e:
+        error = str(e)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        failed = multihost_utils.process_allgather(np.int32(error is not None))
+        if error is None and np.any(failed):
+            error = "Another process of this run could not use the workdir (see its output)."
+    if error is not None:
+        if lock is not None:
+            lock.release()
+        raise ConfigError(error)
+    return lock
 
 
 def _before_training(fn, *args, **kwargs):
@@ -438,6 +467,7 @@ def _run(
         for step in range(start_step, total_steps):
             if stop_requested(step):
                 preempt(step)
+            ckpt.raise_if_failed()  # a failed save (disk full, I/O error) stops the run now
             batch = shard(next(batches), num_local)
             if summary["compile_seconds"] is None:
                 if is_chief:

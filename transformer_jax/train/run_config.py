@@ -93,6 +93,9 @@ def default_config() -> ml_collections.ConfigDict:
     # A checkpoint whose files or arrays fail their sha256 check on resume: 'fallback' resumes
     # from the previous intact one (with a warning); 'fail' stops (train.py exit code 2).
     c.corrupt_checkpoint = "fallback"
+    # train.py locks WORKDIR/train.lock; a lock naming a holder on another host (a shared
+    # filesystem) whose heartbeat is older than this many seconds is taken over.
+    c.lock_stale_seconds = 3600.0
     c.peak_flops = placeholder(float)  # per-device peak FLOP/s (None: datasheet/measured)
     c.progress_bar = True
     return c
@@ -110,11 +113,38 @@ def _is_number(value) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def unknown_field(config: ml_collections.ConfigDict | None, path: str) -> str | None:
+    """None if `path` ('field' or 'group.field', model_overrides excepted: ModelConfig checks
+    those) names a field of `config` (default: default_config()), else the one-line message
+    naming it and the closest known names (difflib)."""
+    import difflib
+
+    node = default_config() if config is None else config
+    parts = path.split(".")
+    for i, part in enumerate(parts):
+        if i == 1 and parts[0] == "model_overrides":
+            return None
+        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+            known = list(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+            close = difflib.get_close_matches(part, known, n=3, cutoff=0.0)
+            hint = f"the closest known names: {', '.join(close)}" if close else "no fields here"
+            return (
+                f"config.{path}: unknown field {part!r}; {hint} (every field is listed, with "
+                "its default, in transformer_jax/train/run_config.py)"
+            )
+        node = node[part]
+    return None
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
     """Checks run settings before any data or compile work; ValueError names field and range.
 
     (The data fields are checked by `transformer_jax.data.validate_config`, the model by
     `model_config`; train_and_evaluate runs all three before doing any work.)"""
+    known = default_config()
+    for field in config.keys():  # a recipe's typo must not be silently ignored
+        if field not in known:
+            raise ValueError(unknown_field(known, field))
     init_from = config.get("init_from")
     if init_from is not None and not os.path.isfile(os.path.join(init_from, "config.json")):
         _fail("init_from", init_from, "is not a Hugging Face checkpoint directory (no config.json)")
@@ -171,6 +201,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
         _fail(
             "corrupt_checkpoint", config.corrupt_checkpoint, f"must be one of {CORRUPT_CHECKPOINT}"
         )
+    stale = config.get("lock_stale_seconds", 3600.0)
+    if not _is_number(stale) or stale <= 0:
+        _fail("lock_stale_seconds", stale, "must be a number of seconds > 0")
     if config.peak_flops is not None and (
         not _is_number(config.peak_flops) or config.peak_flops <= 0
     ):
