@@ -108,7 +108,7 @@ def run_hf(hf_dir: str, prompts: list[str], **options) -> list[str]:
 def run_model(model_cfg, params, tokenizer, title: str, prompts: list[str], **options):
     """The lines to print for `prompts`, given a model and any TextTokenizer."""
     from transformer_jax import models, sampling
-    from transformer_jax.text_tokenizer import frame_prompt
+    from transformer_jax.text_tokenizer import decoder_start, frame_prompt
 
     if tokenizer.vocab_size > model_cfg.vocab_size:
         raise ValueError(
@@ -137,9 +137,7 @@ def run_model(model_cfg, params, tokenizer, title: str, prompts: list[str], **op
         return lines
 
     ids = [frame_prompt(tokenizer, tokenizer.encode(p), model_cfg.arch) for p in prompts]
-    start = tokenizer.decoder_start_id
-    if start is None and model_cfg.arch == "encoder_decoder":
-        start = tokenizer.bos_id
+    start = decoder_start(tokenizer, model_cfg.arch)
     common = dict(
         max_new_tokens=options["max_new_tokens"],
         eos_id=tokenizer.eos_id,
