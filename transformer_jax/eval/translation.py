@@ -131,7 +131,7 @@ class TranslationEval:
             params,
             self.tokenizer,
             self.sources,
-            batch_size=len(self.sources),  # one batch: one compilation per run
+            batch_size=64,  # beam rows 64 x beam_size; equal shapes: one compilation per run
             **self.options,
         )
         if self.directory is not None:
