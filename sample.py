@@ -139,7 +139,9 @@ def run_model(model_cfg, params, tokenizer, title: str, prompts: list[str], **op
                 )
                 lines.append(f"  position {m.position - 1}: {cands}")
         if options.get("attention_png"):
-            lines.append(_attention_png(model_cfg, params, tokenizer, ids[0], None, options))
+            lines.append(
+                _attention_png(model_cfg, params, tokenizer, ids[0], None, options, prompts[0])
+            )
         return lines
 
     ids = [frame_prompt(tokenizer, tokenizer.encode(p), model_cfg.arch) for p in prompts]
@@ -178,20 +180,22 @@ def run_model(model_cfg, params, tokenizer, title: str, prompts: list[str], **op
     if options.get("attention_png"):  # the first prompt and its first output
         out = [int(t) for t in tokens[0, : lengths[0]]]
         head = [] if start is None else [start]
-        if model_cfg.arch == "decoder":
-            lines.append(_attention_png(model_cfg, params, tokenizer, head + ids[0] + out, None,
-                                        options))  # fmt: skip
+        if model_cfg.arch == "decoder":  # the whole sequence; else decoder inputs and source
+            tokens_, source = head + ids[0] + out, None
         else:
-            lines.append(_attention_png(model_cfg, params, tokenizer, head + out, ids[0], options))
+            tokens_, source = head + out, ids[0]
+        lines.append(
+            _attention_png(model_cfg, params, tokenizer, tokens_, source, options, prompts[0])
+        )
     return lines
 
 
-def _attention_png(model_cfg, params, tokenizer, tokens, source, options) -> str:
+def _attention_png(model_cfg, params, tokenizer, tokens, source, options, prompt) -> str:
     from transformer_jax import plot
 
     path = plot.attention_png(
         model_cfg, params, tokenizer, tokens, options["attention_png"], source=source,
-        title=f"attention of {model_cfg.arch} layers (rows) and heads (columns)",
+        title=f"attention weights of {prompt!r}: layers (rows) and heads (columns)",
     )  # fmt: skip
     return f"# attention maps: {path}"
 

@@ -129,7 +129,8 @@ def plot_metrics(workdir: str, out_dir: str | None = None) -> list[str]:
             _draw_curve(ax, rows, title, ylabel, lines, log)
         for ax in list(axes.flat)[len(present) :]:
             ax.axis("off")
-        fig.suptitle(os.path.basename(os.path.normpath(workdir)), fontsize=13)
+        name = os.path.join(*os.path.abspath(workdir).split(os.sep)[-2:])  # e.g. workdirs/demo
+        fig.suptitle(f"training curves of {name}", fontsize=13)
         fig.tight_layout()
         path = os.path.join(out_dir, "overview.png")
         fig.savefig(path)
