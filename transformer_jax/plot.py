@@ -90,12 +90,18 @@ def _draw_curve(ax, rows: list[dict], title: str, ylabel: str, lines, log: bool)
     ax.set_title(title, fontsize=12)
     ax.set_xlabel("step")
     ax.set_ylabel(ylabel)
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 2.5, 5, 10]))  # whole steps
     if log:
         ax.set_yscale("log")
+        plain = FuncFormatter(lambda v, _: f"{v:g}")  # 20, 50, 100: not 2x10^1
+        ax.yaxis.set_major_formatter(plain)
+        if max(drawn) / max(min(drawn), 1e-30) < 20:  # under ~a decade: label minor ticks too
+            ax.yaxis.set_minor_formatter(plain)
     elif min(drawn) >= 0 and title != "Loss":
         ax.set_ylim(bottom=0)  # rates, norms and scores from zero: changes are not overstated
     ax.grid(True, alpha=0.3)
-    ax.ticklabel_format(axis="x", style="plain")
     if len(lines) > 1:
         ax.legend(frameon=False)
     return True
