@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import Sequence
 
@@ -167,9 +168,11 @@ def draw_attention(
     num_heads = max(m.weights.shape[0] for m in maps)
     longest = max(len(labels[m.keys]) for m in maps)
     longest = max(longest, *(len(labels[m.queries]) for m in maps))
-    cell = min(0.28, max(0.1, 3.2 / longest))  # inches per token: a panel of ~3 inches
+    # Inches per token: panels of ~3 inches, but never so small that a 6.5-point label
+    # overlaps its neighbour (long sequences get larger panels instead).
+    cell = min(0.28, max(0.14, 3.2 / longest))
     side = max(2.2, cell * longest)
-    font = max(4.5, min(9.0, cell * 40))
+    font = max(6.5, min(9.0, cell * 45))
     fig, axes = plt.subplots(
         len(maps), num_heads, figsize=(side * num_heads + 1.6, (side + 0.9) * len(maps) + 0.6),
         dpi=dpi, squeeze=False,
@@ -199,7 +202,9 @@ def draw_attention(
         fig.suptitle(title, fontsize=font + 3, y=0.995)
     fig.tight_layout(rect=(0, 0, 0.88, top))
     cax = fig.add_axes((0.9, 0.3, 0.015, 0.4))
-    fig.colorbar(image, cax=cax).set_label("attention weight", fontsize=font + 1)
+    bar = fig.colorbar(image, cax=cax)
+    bar.set_label("attention weight", fontsize=font + 1)
+    bar.ax.tick_params(labelsize=font)
     fig.savefig(path)
     plt.close(fig)
     return path
@@ -207,10 +212,14 @@ def draw_attention(
 
 def token_labels(tokenizer, ids: Sequence[int]) -> list[str]:
     """Readable tick labels: the tokenizer's pieces, sentencepiece's word-start marker shown as
-    "_", a newline as "\\n", a blank piece quoted."""
+    "_", printable byte-fallback pieces as their character, a newline as "\\n", a blank
+    piece quoted."""
     out = []
     for i in ids:
         piece = tokenizer.id_to_piece(int(i))
+        byte = re.fullmatch(r"<0x([0-9A-Fa-f]{2})>", piece)  # sentencepiece's byte fallback
+        if byte and 0x20 < int(byte.group(1), 16) < 0x7F:
+            piece = chr(int(byte.group(1), 16))  # "<0x28>" -> "("
         piece = piece.replace("\u2581", "_").replace("\n", "\\n")
         out.append(piece if piece.strip() else repr(piece))
     return out
