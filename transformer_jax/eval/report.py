@@ -64,7 +64,8 @@ def evaluate(
     config = heldout.data_config(
         base, model_cfg.arch, text_file=text_file, dataset=dataset, data_dir=data_dir,
         source_file=source_file, reference_file=reference_file, own_split=own,
-        batch_size=batch_size, max_batches=max_batches, max_length=max_length,
+        batch_size=batch_size, max_batches=max_batches,
+        max_length=max_length or min(base.get("max_length") or 128, model_cfg.max_len),
     )  # fmt: skip
     what = text_file or dataset or (f"{source_file} -> {reference_file}" if source_file else None)
     result = {
