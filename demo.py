@@ -2,7 +2,8 @@
 
 Trains configs/gpt_tiny.py (a small GPT on the Python standard library's source) in
 workdirs/demo — a rerun resumes or, when finished, re-evaluates — then prints the validation
-loss next to the unigram-entropy baseline of the same tokenizer, and a greedy continuation.
+loss next to the unigram-entropy baseline of the same tokenizer, a greedy continuation, and
+the paths of the training curves it draws into workdirs/demo/plots/.
 """
 
 from __future__ import annotations
@@ -71,6 +72,10 @@ def main() -> int:
         bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id, vocab_limit=tokenizer.vocab_size,
     )  # fmt: skip
     print(f"\ngreedy sample from step {step}:\n{PROMPT}{tokenizer.decode(tokens[0, : lengths[0]])}")
+    from transformer_jax import plot
+
+    print("\ntraining curves (python -m transformer_jax.plot WORKDIR):")
+    print("\n".join(plot.plot_metrics(workdir)))
     return 0 if loss < baseline else 1
 
 

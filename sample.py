@@ -13,7 +13,9 @@ Loads the model config, the tokenizer and the latest finalized checkpoint from t
   * encoder-only: fills every [MASK] (or the tokenizer's own mask token, e.g. <mask>) in the
     prompt and prints the top candidates.
 --prompt_file FILE takes one prompt per line and runs them as one batch. --beam_size > 1
-uses beam search (deterministic; --num_samples is then ignored).
+uses beam search (deterministic; --num_samples is then ignored). --attention_png FILE draws
+the attention weights of the first prompt plus its output (encoder-decoder: the encoder's,
+the decoder's and the cross-attention) as a grid of heatmaps labelled with the tokens.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ flags.DEFINE_float("length_penalty", 0.6, "Beam search length penalty alpha.")
 flags.DEFINE_integer("num_samples", 1, "Samples per prompt.")
 flags.DEFINE_integer("seed", 0, "Sampling seed.")
 flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest finalized one).")
+flags.DEFINE_string("attention_png", None, "Draw the attention of every layer and head for the "
+                    "first prompt and its output into this PNG file.")  # fmt: skip
 flags.DEFINE_bool("verbose", False, "Also print the INFO lines of absl, orbax, jax and TF.")
 
 
@@ -109,7 +113,7 @@ def run_hf(hf_dir: str, prompts: list[str], **options) -> list[str]:
 def run_model(model_cfg, params, tokenizer, title: str, prompts: list[str], **options):
     """The lines to print for `prompts`, given a model and any TextTokenizer."""
     from transformer_jax import models, sampling
-    from transformer_jax.text_tokenizer import frame_prompt
+    from transformer_jax.text_tokenizer import decoder_start, frame_prompt
 
     if tokenizer.vocab_size > model_cfg.vocab_size:
         raise ValueError(
@@ -135,12 +139,14 @@ def run_model(model_cfg, params, tokenizer, title: str, prompts: list[str], **op
                     for i, p in zip(m.ids, m.probs, strict=True)
                 )
                 lines.append(f"  position {m.position - 1}: {cands}")
+        if options.get("attention_png"):
+            lines.append(
+                _attention_png(model_cfg, params, tokenizer, ids[0], None, options, prompts[0])
+            )
         return lines
 
     ids = [frame_prompt(tokenizer, tokenizer.encode(p), model_cfg.arch) for p in prompts]
-    start = tokenizer.decoder_start_id
-    if start is None and model_cfg.arch == "encoder_decoder":
-        start = tokenizer.bos_id
+    start = decoder_start(tokenizer, model_cfg.arch)
     common = dict(
         max_new_tokens=options["max_new_tokens"],
         eos_id=tokenizer.eos_id,
@@ -173,7 +179,27 @@ def run_model(model_cfg, params, tokenizer, title: str, prompts: list[str], **op
             lines.append(f"> {prompt}{text}")
         else:
             lines.extend([f"> {prompt}", f"= {text}"])
+    if options.get("attention_png"):  # the first prompt and its first output
+        out = [int(t) for t in tokens[0, : lengths[0]]]
+        head = [] if start is None else [start]
+        if model_cfg.arch == "decoder":  # the whole sequence; else decoder inputs and source
+            tokens_, source = head + ids[0] + out, None
+        else:
+            tokens_, source = head + out, ids[0]
+        lines.append(
+            _attention_png(model_cfg, params, tokenizer, tokens_, source, options, prompts[0])
+        )
     return lines
+
+
+def _attention_png(model_cfg, params, tokenizer, tokens, source, options, prompt) -> str:
+    from transformer_jax import plot
+
+    path = plot.attention_png(
+        model_cfg, params, tokenizer, tokens, options["attention_png"], source=source,
+        title=f"attention weights of {prompt!r}: layers (rows) and heads (columns)",
+    )  # fmt: skip
+    return f"# attention maps: {path}"
 
 
 def main(argv: list[str]) -> int:
@@ -196,6 +222,7 @@ def main(argv: list[str]) -> int:
             num_samples=FLAGS.num_samples,
             seed=FLAGS.seed,
             step=FLAGS.step,
+            attention_png=FLAGS.attention_png,
         )
     except (ValueError, FileNotFoundError) as e:
         print(f"sample.py: {e}", file=sys.stderr)

@@ -36,5 +36,6 @@ def get_config():
     c.log_every_steps = 100
     c.eval_every_steps = 2000
     c.num_eval_batches = None
+    c.bleu_sentences = 512  # sacrebleu BLEU/chrF at each eval (evaluate.py: all of newstest)
     c.checkpoint_every_steps = 2000
     return c

@@ -28,6 +28,7 @@ def _config(tmp, preset, objective):
         c.eval_source, c.eval_target = str(tmp / "es.txt"), str(tmp / "et.txt")
         synthetic.write_parallel_corpus(c.train_source, c.train_target, 300, seed=0)
         synthetic.write_parallel_corpus(c.eval_source, c.eval_target, 20, seed=1)
+        c.bleu_sentences = 0  # BLEU in training: test_train_loop.py (saves a beam compile)
     else:
         c.dataset = "text_files"
         synthetic.write_code_corpus(str(tmp / "code"), 30, seed=0)

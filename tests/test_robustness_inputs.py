@@ -53,6 +53,8 @@ INVALID = [
     ({"objective": "mlm"}, r"config.objective='mlm': model 'gpt-tiny' is decoder; use one of"),
     ({"corrupt_checkpoint": "ignore"}, r"config.corrupt_checkpoint='ignore': must be one of"),
     ({"seed": -1}, r"config.seed=-1 must be an integer >= 0"),
+    ({"bleu_sentences": -1}, r"config.bleu_sentences=-1: must be an integer >= 0"),
+    ({"bleu_beam_size": 0}, r"config.bleu_beam_size=0: must be a positive integer"),
     ({"model_overrides.num_heads": 5}, r"config.model='gpt-tiny' with model_overrides=.*heads"),
 ]
 

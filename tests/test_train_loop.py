@@ -16,10 +16,12 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.util.tensor_util import make_ndarray
 
+from transformer_jax.eval import report
 from transformer_jax.train import default_config, train_and_evaluate
 from transformer_jax.train import workdir as wd
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SACREBLEU = os.path.join(os.path.dirname(sys.executable), "sacrebleu")  # the venv's command line
 WORDS = [
     "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet",
     "kilo", "lima", "mike", "november", "oscar", "papa", "quebec", "romeo", "sierra", "tango",
@@ -94,9 +96,44 @@ def test_translation_run_learns_and_fills_the_workdir(tmp_path):
     assert plugin == "scalars"  # shown in TensorBoard's scalar dashboard
     model_cfg, params, step = wd.load_params(workdir)
     assert step == 120 and model_cfg.arch == "encoder_decoder"
+    # BLEU and chrF of the beam-search translations of the eval sentences (all 40 < the 64 of
+    # bleu_sentences): logged at each evaluation, equal to the sacrebleu command line's on the
+    # files the run keeps.
+    trans = os.path.join(workdir, "translations")
+    with open(config.eval_target) as f:
+        targets = set(f.read().splitlines())
+    with open(os.path.join(trans, "reference.txt")) as f:
+        references = f.read().splitlines()
+    assert len(references) == 40 and set(references) <= targets
+    for r in evals:
+        hyp = os.path.join(trans, f"step_{r['step']}.txt")
+        bleu, chrf = _sacrebleu(os.path.join(trans, "reference.txt"), hyp)
+        assert r["bleu"] == pytest.approx(bleu, abs=1e-5), r
+        assert r["chrf"] == pytest.approx(chrf, abs=1e-5), r
+    assert evals[-1]["bleu"] > 0  # 120 steps translate some word pairs
     # A second call in the same workdir resumes at the end and only re-evaluates.
     again = train_and_evaluate(config, workdir)
     assert again["step"] == 120 and again["eval"]["loss"] == pytest.approx(summary["eval"]["loss"])
+    assert again["eval"]["bleu"] == pytest.approx(summary["eval"]["bleu"])
+    # evaluate.py on the eval files as given (file order): the command line's scores too, and
+    # the perplexity of the run's own evaluation (the same sentence pairs).
+    hyp = str(tmp_path / "hyp.txt")
+    result = report.evaluate(workdir=workdir, source_file=config.eval_source,
+                             reference_file=config.eval_target, output_file=hyp)  # fmt: skip
+    bleu, chrf = _sacrebleu(config.eval_target, hyp)
+    assert result["metrics"]["bleu"] == pytest.approx(bleu, abs=1e-5)
+    assert result["metrics"]["chrf"] == pytest.approx(chrf, abs=1e-5)
+    assert result["metrics"]["sentences"] == 40
+    assert result["metrics"]["perplexity"] == pytest.approx(summary["eval"]["perplexity"], rel=1e-5)
+
+
+def _sacrebleu(reference: str, hypotheses: str) -> tuple[float, float]:
+    """(BLEU, chrF) as the sacrebleu command line prints them for these files."""
+    cli = subprocess.run(
+        [SACREBLEU, reference, "-i", hypotheses, "-m", "bleu", "chrf", "-b", "-w", "6"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return tuple(json.loads(cli.stdout))  # -b with two metrics: a JSON list of the scores
 
 
 def _free_port() -> int:

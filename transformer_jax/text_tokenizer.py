@@ -80,3 +80,12 @@ def frame_prompt(tokenizer: TextTokenizer, ids: Sequence[int], arch: str) -> lis
             "eos_id; name eos_token in its tokenizer_config.json."
         )
     return start + ids + [tokenizer.eos_id]
+
+
+def decoder_start(tokenizer: TextTokenizer, arch: str) -> int | None:
+    """The id generation starts the decoder with: `decoder_start_id`, else (an
+    encoder-decoder whose tokenizer names none) `bos_id`."""
+    start = tokenizer.decoder_start_id
+    if start is None and arch == "encoder_decoder":
+        start = tokenizer.bos_id
+    return start

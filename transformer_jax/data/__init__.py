@@ -19,7 +19,13 @@ from transformer_jax.data.builders import (
 from transformer_jax.data.corpus import split_by_hash, stdlib_files, stdlib_root, stdlib_split
 from transformer_jax.data.objectives import SpecialIds
 from transformer_jax.data.packing import Packer, pack_pairs, pack_sequences, unpack
-from transformer_jax.data.pipeline import LOCAL_DATASETS, OBJECTIVES, make_datasets, validate_config
+from transformer_jax.data.pipeline import (
+    LOCAL_DATASETS,
+    OBJECTIVES,
+    make_datasets,
+    read_pairs,
+    validate_config,
+)
 from transformer_jax.data.sources import BatchSource, unigram_entropy
 from transformer_jax.data.synthetic import write_code_corpus, write_parallel_corpus
 from transformer_jax.data.tokenizer import (
@@ -48,6 +54,7 @@ __all__ = [
     "pack_sequences",
     "parallel_text_builder",
     "prepare",
+    "read_pairs",
     "split_by_hash",
     "stdlib_builder",
     "stdlib_files",

@@ -40,7 +40,14 @@ from transformer_jax.data import builders, objectives, packing, sources
 from transformer_jax.data import tokenizer as tok_lib
 from transformer_jax.data.sources import BatchSource, unigram_entropy
 
-__all__ = ["OBJECTIVES", "LOCAL_DATASETS", "make_datasets", "validate_config", "unigram_entropy"]
+__all__ = [
+    "OBJECTIVES",
+    "LOCAL_DATASETS",
+    "make_datasets",
+    "read_pairs",
+    "unigram_entropy",
+    "validate_config",
+]
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +201,22 @@ def _read(ds: _Dataset, split: str, limit: int | None = None) -> Iterator[tuple[
 def _tokenizer_texts(ds: _Dataset, limit: int | None) -> Iterator[str]:
     for fields in _read(ds, ds.train_split, limit):
         yield from fields  # both sides of parallel data: one shared vocabulary
+
+
+def read_pairs(config, workdir: str, split: str = "eval", limit: int | None = None):
+    """The first `limit` (source, target) text pairs of a parallel dataset's train or eval
+    split, in the stored order (what BLEU is computed on). ValueError for a dataset of plain
+    text (it has no targets)."""
+    if split not in ("train", "eval"):
+        raise ValueError(f"split={split!r}: choose 'train' or 'eval'.")
+    ds = _resolve_dataset(config, workdir)
+    if len(ds.keys) != 2:
+        raise ValueError(
+            f"dataset {ds.name!r} has no (source, target) pairs: BLEU needs parallel text "
+            "(dataset='parallel_text' or a translation catalog set)."
+        )
+    name = ds.eval_split if split == "eval" else ds.train_split
+    return [(s, t) for s, t in _read(ds, name, limit)]
 
 
 # ----------------------------------------------------------------------------- stores

@@ -98,6 +98,7 @@ def attend(
     bias: jax.Array | None = None,  # [B or 1, N, T, S] float
     dropout: nn.Dropout | None = None,
     deterministic: bool = True,
+    sow: Any = None,  # called with the weights [B, N, T, S] (MultiHeadAttention's `sow`)
 ) -> jax.Array:
     """`dot_product_attention` on keys/values in the cache layout [B, K, S, H].
 
@@ -127,6 +128,8 @@ def attend(
     if mask is not None:
         logits = jnp.where(mask[:, :, None], logits, NEG_INF)  # mask -> [B, 1, 1, T, S]
     weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)  # [B, K, G, T, S]
+    if sow is not None:  # [B, K, G, T, S] -> [B, N, T, S] (query head n = k * G + g)
+        sow(weights.reshape(batch, num_heads, q_len, weights.shape[-1]))
     if dropout is not None:
         weights = dropout(weights, deterministic=deterministic)
     out = jnp.einsum("bkgts,bksh->btkgh", weights, v)  # [B, T, K, G, H]
@@ -243,5 +246,11 @@ class MultiHeadAttention(nn.Module):
             bias=None if encoding is None else encoding.bias,
             dropout=self.dropout,
             deterministic=deterministic,
+            sow=self._sow_weights if self.is_mutable_collection("intermediates") else None,
         )  # [B, T, N, H]
         return self.out(out), kv
+
+    def _sow_weights(self, weights: jax.Array) -> None:
+        """Attention weights [B, N, T, S] into the `intermediates` collection, only when the
+        caller made it mutable (models.attention_weights); otherwise nothing is kept."""
+        self.sow("intermediates", "attention_weights", weights)

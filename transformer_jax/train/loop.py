@@ -136,6 +136,24 @@ def evaluate(
     return steps.summarize({k: float(v) for k, v in host.items()})
 
 
+def _translation_eval(data, config, workdir: str, model_cfg, tokenizer, is_chief: bool):
+    """The BLEU/chrF evaluator of a seq2seq run on parallel text (process 0 only), or None."""
+    n = config.get("bleu_sentences", 0)
+    if not (is_chief and n and config.objective == "seq2seq"):
+        return None
+    from transformer_jax.eval.translation import TRANSLATIONS_DIR, TranslationEval
+
+    return TranslationEval(
+        model_cfg,
+        tokenizer,
+        data.read_pairs(config, workdir, "eval", limit=n),
+        os.path.join(workdir, TRANSLATIONS_DIR),
+        beam_size=config.get("bleu_beam_size", 4),
+        alpha=0.6,
+        max_new_tokens=config.max_length,
+    )
+
+
 def _datasets(data, config: ml_collections.ConfigDict, workdir: str, tokenizer=None):
     """make_datasets on every process; with several processes, process 0 first prepares the
     shared files (TFDS build, tokenizer, token caches) and the others then only read them."""
@@ -324,10 +342,13 @@ def _train(config, workdir: str, data, guard: _SigtermGuard) -> dict[str, Any]:
             wd.write_configs(workdir, config, model_cfg)
             if init_from is not None:
                 wd.record_init_from(workdir, init_from, tokenizer)
+        translation_eval = _before_training(
+            _translation_eval, data, config, workdir, model_cfg, tokenizer, is_chief
+        )
         guard.training()
         return _run(
             config, model, model_cfg, tx, schedule, state, base_rng, train_source,
-            eval_source, ckpt, writer, num_local, is_chief, guard,
+            eval_source, ckpt, writer, num_local, is_chief, guard, translation_eval,
         )  # fmt: skip
     finally:
         try:
@@ -338,9 +359,16 @@ def _train(config, workdir: str, data, guard: _SigtermGuard) -> dict[str, Any]:
 
 def _run(
     config, model, model_cfg, tx, schedule, state, base_rng, train_source, eval_source,
-    ckpt, writer, num_local, is_chief, guard,
+    ckpt, writer, num_local, is_chief, guard, translation_eval=None,
 ) -> dict[str, Any]:  # fmt: skip
     sigterm = guard.event  # SIGTERM or SIGINT seen
+
+    def run_eval(step: int) -> dict | None:
+        """Eval-split means (None if stopped), with BLEU/chrF for a translation run."""
+        result = evaluate(p_eval, replicated.params, eval_source, num_local, eval_stop)
+        if result is not None and translation_eval is not None:
+            result.update(translation_eval(unreplicate(replicated.params), step))
+        return result
 
     def signame() -> str:
         return guard.signame
@@ -443,7 +471,7 @@ def _run(
     multi = jax.process_count() > 1
     eval_stop = None if multi else sigterm  # multi-process: evaluations run to the end
     if start_step >= total_steps:  # already done: report the final evaluation again
-        result = evaluate(p_eval, replicated.params, eval_source, num_local, eval_stop)
+        result = run_eval(start_step)
         if result is None:
             raise Preempted(start_step, signame())
         summary["eval"] = result
@@ -463,6 +491,8 @@ def _run(
 
     batches = train_source.iterate(start_step)
     progress = None
+    postfix: dict[str, str] = {}  # the progress line: the last train log's numbers,
+    bleu_postfix: dict[str, str] = {}  # and the last evaluation's BLEU/chrF
     with contextlib.ExitStack() as stack, contextlib.closing(batches):
         for step in range(start_step, total_steps):
             if stop_requested(step):
@@ -492,30 +522,29 @@ def _run(
                 out = flush()
                 if out is not None:
                     summary["train"] = out
-                    progress.set_postfix(
+                    postfix = dict(
                         loss=f"{out['loss']:.3f}",
                         tok_s=f"{out.get('tokens_per_second', 0):.0f}",
                         lr=f"{out['learning_rate']:.2e}",
                     )
+                    progress.set_postfix({**postfix, **bleu_postfix})
             if done % config.eval_every_steps == 0 or done == total_steps:
                 flush()
-                result = evaluate(
-                    p_eval,
-                    replicated.params,
-                    eval_source,
-                    num_local,
-                    eval_stop,
-                )
+                result = run_eval(done)
                 if result is None:
                     log.warning("%s during the evaluation at step %d: skipped.", signame(), done)
                     preempt(done)
                 summary["eval"] = result
                 writer.write(done, "eval", result)
+                if "bleu" in result:
+                    bleu_postfix.update(bleu=f"{result['bleu']:.1f}", chrf=f"{result['chrf']:.1f}")
+                    progress.set_postfix({**postfix, **bleu_postfix})
                 progress.unpause()  # the bar's rate and ETA leave the evaluation's time out
                 if is_chief:
                     log.info(
-                        "Step %d eval: loss %.4f, perplexity %.2f, accuracy %.3f",
+                        "Step %d eval: loss %.4f, perplexity %.2f, accuracy %.3f%s",
                         done, result["loss"], result["perplexity"], result["accuracy"],
+                        "".join(f", {k} {result[k]:.2f}" for k in ("bleu", "chrf") if k in result),
                     )  # fmt: skip
                 timer["time"], timer["steps"] = time.perf_counter(), 0
             if done % config.checkpoint_every_steps == 0 or done == total_steps:

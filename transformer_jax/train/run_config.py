@@ -87,6 +87,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.log_every_steps = 10
     c.eval_every_steps = 200
     c.num_eval_batches = ml_collections.FieldReference(20, field_type=int)  # None: whole split
+    # seq2seq on parallel text: BLEU and chrF (sacrebleu) of beam-search translations of the
+    # first bleu_sentences eval pairs at every evaluation (0: off); WORKDIR/translations/.
+    c.bleu_sentences = 64
+    c.bleu_beam_size = 4
     c.checkpoint_every_steps = 200
     c.keep_checkpoints = 3  # newest trusted checkpoints kept (older ones are deleted)
     c.async_checkpoints = True  # write checkpoints in a background thread
@@ -197,6 +201,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
         not _is_int(config.num_eval_batches) or config.num_eval_batches <= 0
     ):
         _fail("num_eval_batches", config.num_eval_batches, "must be > 0 or None (whole split)")
+    bleu = config.get("bleu_sentences", 0)
+    if not _is_int(bleu) or bleu < 0:
+        _fail("bleu_sentences", bleu, "must be an integer >= 0 (0: no BLEU/chrF)")
+    beam = config.get("bleu_beam_size", 1)
+    if not _is_int(beam) or beam < 1:
+        _fail("bleu_beam_size", beam, "must be a positive integer (1: greedy)")
     if config.corrupt_checkpoint not in CORRUPT_CHECKPOINT:
         _fail(
             "corrupt_checkpoint", config.corrupt_checkpoint, f"must be one of {CORRUPT_CHECKPOINT}"
