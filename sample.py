@@ -138,7 +138,9 @@ def run_model(model_cfg, params, tokenizer, title: str, prompts: list[str], **op
 
     ids = [frame_prompt(tokenizer, tokenizer.encode(p), model_cfg.arch) for p in prompts]
     start = tokenizer.decoder_start_id
-    if start is None and model_cfg.arch == "encoder_decoder":
+    if model_cfg.arch == "two_stream":  # XLNet (PLM) trains on plain text: no start token
+        start = None
+    elif start is None and model_cfg.arch == "encoder_decoder":
         start = tokenizer.bos_id
     common = dict(
         max_new_tokens=options["max_new_tokens"],
@@ -167,7 +169,7 @@ def run_model(model_cfg, params, tokenizer, title: str, prompts: list[str], **op
     for i, (row, n) in enumerate(zip(tokens, lengths, strict=True)):
         prompt = prompts[i // num_samples]
         text = tokenizer.decode(row[:n])
-        if model_cfg.arch == "decoder":
+        if model_cfg.arch in ("decoder", "two_stream"):  # a continuation of the prompt
             lines.append(f"> {prompt}{text}")
         else:
             lines.extend([f"> {prompt}", f"= {text}"])

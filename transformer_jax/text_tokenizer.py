@@ -69,7 +69,7 @@ def frame_prompt(tokenizer: TextTokenizer, ids: Sequence[int], arch: str) -> lis
             )
         return [tokenizer.cls_id, *ids, tokenizer.sep_id]
     start = [tokenizer.bos_id] if tokenizer.add_bos and tokenizer.bos_id is not None else []
-    if arch == "decoder":
+    if arch in ("decoder", "two_stream"):  # two_stream (XLNet): continued like a decoder
         return start + ids
     if tokenizer.eos_id is None:
         raise ValueError(

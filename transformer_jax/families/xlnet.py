@@ -18,7 +18,7 @@ and `same_length` configs are refused by the loader. XLNet's tokenizer pads on t
 |--------------------|-----------------------------|--------------------------------------|
 | xlnet-base-cased   | 116,750,336 / 116,718,336   | HF XLNetLMHeadModel / XLNetModel     |
 | xlnet-large-cased  | 360,300,800 / 360,268,800   | HF XLNetLMHeadModel / XLNetModel     |
-| xlnet-tiny         | (tests/demos)               | 2 layers of width 64, FFN 128        |
+| xlnet-tiny         | (tests/demos)               | 2 layers of width 64, FFN 128, pad 0 |
 """
 
 from __future__ import annotations
@@ -58,8 +58,8 @@ PRESETS: dict[str, ModelConfig] = {
     "xlnet-base-cased": xlnet(),
     "xlnet-large-cased": xlnet(d_model=1024, num_layers=24, num_heads=16, d_ff=4096),
     "xlnet-tiny": xlnet().override(
-        {**TINY, "dropout_rate": 0.0, "attention.dropout_rate": 0.0}
-    ),
+        {**TINY, "dropout_rate": 0.0, "attention.dropout_rate": 0.0, "pad_id": 0}
+    ),  # pad 0: this library's sentencepiece tokenizer (data/tokenizer.py)
 }
 
 
