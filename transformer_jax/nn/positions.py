@@ -89,8 +89,8 @@ def relative_buckets(
 def relative_sinusoids(query_len: int, key_len: int, d_model: int, clamp_len: int) -> jax.Array:
     """Transformer-XL / XLNet ("bi"): float32 [S + T, D], row r encodes the distance
     S - r (S, S-1, ..., -T+1) as [sin | cos] halves of distance / 10000^(2i/D), distances
-    clamped to +-clamp_len when clamp_len > 0. Row S - (i - j) is the encoding for query i
-    and key j (see two_stream.relative_shift)."""
+    clamped to +-clamp_len when clamp_len > 0. With the queries as keys (S = T), row
+    S - (i - j) is the encoding for query i and key j (see two_stream.relative_shift)."""
     inv_freq = 1.0 / jnp.power(
         jnp.float32(10000.0), jnp.arange(0, d_model, 2, dtype=jnp.float32) / d_model
     )  # [ceil(D/2)]

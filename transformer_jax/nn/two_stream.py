@@ -35,13 +35,14 @@ from transformer_jax.nn.positions import relative_sinusoids
 
 def relative_shift(scores: jax.Array, key_len: int) -> jax.Array:
     """[B, N, T, S + T] scores against the rows of `relative_sinusoids` -> [B, N, T, S]:
-    entry (i, j) is column S - i + j, the row encoding distance i - j (Transformer-XL's
-    "relative shift", written as the gather it amounts to)."""
-    batch, heads, q_len, _ = scores.shape
-    i = jnp.arange(q_len)[:, None]  # [T, 1]
-    j = jnp.arange(key_len)[None, :]  # [1, S]
-    index = jnp.broadcast_to(key_len - i + j, (batch, heads, q_len, key_len))  # [B, N, T, S]
-    return jnp.take_along_axis(scores, index, axis=-1)  # [B, N, T, S]
+    entry (i, j) is column T - i + j (the row encoding distance i - j when the keys are the
+    queries, S = T; S > T: keys that start S - T positions earlier). Transformer-XL's
+    "relative shift" (HF rel_shift_bnij), reshapes and slices only: dropping the first
+    T-sized row of the [S + T, T] view shifts row i of the result left by T - i."""
+    batch, heads, q_len, rel_len = scores.shape
+    x = scores.reshape(batch, heads, rel_len, q_len)[:, :, 1:]  # [B, N, S + T - 1, T]
+    x = x.reshape(batch, heads, q_len, rel_len - 1)  # [B, N, T, S + T - 1]
+    return x[..., :key_len]  # [B, N, T, S]
 
 
 class RelativeAttention(nn.Module):

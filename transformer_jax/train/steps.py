@@ -98,6 +98,7 @@ def forward_stats(
         logits = model.apply(
             variables,
             batch["inputs"],
+            batch.get("token_types"),  # [B, T] XLNet segments, when the batch has them
             perm_mask=batch["perm_mask"],
             target_mapping=batch["target_mapping"],
             valid=batch["segment_ids"] > 0,
