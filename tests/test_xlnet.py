@@ -84,6 +84,24 @@ def test_save_then_load_is_bitwise(loaded, tmp_path):
         assert np.array_equal(value, flat2[path]) and value.dtype == flat2[path].dtype, path
 
 
+def test_spiece_tokenizer_encodes_as_transformers():
+    """XLNet's spiece.model through the TextTokenizer interface: transformers' ids (accents
+    stripped, whitespace collapsed, as its tokenizer_config.json asks) and special ids.
+    Decoding differs from transformers' only in keeping <unk> (shown as ⁇) by design."""
+    ref = json.loads(open(fixture_dir("xlnet") + "/tokenizer_reference.json").read())
+    tok = hf.load_tokenizer(fixture_dir("xlnet"))
+    assert type(tok).__name__ == "SentencePieceTokenizer" and tok.vocab_size == ref["vocab_size"]
+    assert tok.encode_batch(ref["texts"]) == [tok.encode(t) for t in ref["texts"]] == ref["ids"]
+    assert "naïve" in ref["texts"][2] and "naive" in ref["decoded"][2]
+    specials = {n: getattr(tok, f"{n}_id") for n in ref["special"]}
+    assert specials == ref["special"] == {
+        "pad": 5, "unk": 0, "bos": 1, "eos": 2, "mask": 6, "cls": 3, "sep": 4
+    }  # fmt: skip
+    for ids, decoded in zip(ref["ids"], ref["decoded"], strict=True):
+        if tok.unk_id not in ids:
+            assert tok.decode(ids) == decoded
+
+
 def test_hf_config_refusals():
     from transformer_jax.families import xlnet
 

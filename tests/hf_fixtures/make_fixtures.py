@@ -97,6 +97,8 @@ def make_tokenizer(name):
         return tok
     if name == "roberta":
         return encoders.roberta_tokenizer(_bpe)
+    if name in xlnet_fixtures.XLNET:  # spiece.model + tokenizer_config.json, written there
+        return xlnet_fixtures.make_tokenizer(os.path.join(HERE, name), CORPUS)
     if name == "bert_mlm":
         from tokenizers import BertWordPieceTokenizer
 
@@ -566,7 +568,8 @@ def make(name, seed):
     np.savez(os.path.join(out_dir, "reference.npz"), **outputs(name, model))
     tok = make_tokenizer(name)
     if tok is not None:
-        tok.save_pretrained(out_dir)
+        if name not in xlnet_fixtures.XLNET:  # XLNet's stays spiece.model, as it ships
+            tok.save_pretrained(out_dir)
         write_tokenizer_reference(tok, out_dir)
     size = sum(os.path.getsize(os.path.join(out_dir, f)) for f in os.listdir(out_dir))
     print(f"{name}: {name_to_class(name)} written, {size / 1024:.0f} KiB")
@@ -596,7 +599,8 @@ def check_our_save(name):
     with tempfile.TemporaryDirectory() as tmp:
         code = (
             "import os, sys; from transformer_jax import hf; d = sys.argv[1]; "
-            "tok = hf.load_tokenizer(d) if os.path.exists(d + '/tokenizer.json') else None; "
+            "tok = hf.load_tokenizer(d) if os.path.exists(d + '/tokenizer.json') or "
+            "os.path.exists(d + '/spiece.model') else None; "
             "hf.save(*hf.load(d), sys.argv[2], tokenizer=tok)"
         )
         run = [_tj_python(), "-c", code, os.path.join(HERE, name), tmp]

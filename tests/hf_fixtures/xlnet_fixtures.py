@@ -114,3 +114,35 @@ def run(name, model, ref_dir=None):
         gen_eos_id=EOS,
     )
     return out
+
+
+TOKENIZER_CONFIG = {  # as xlnet-base-cased ships it (its special tokens; padding on the left)
+    "tokenizer_class": "XLNetTokenizer", "do_lower_case": False, "remove_space": True,
+    "keep_accents": False, "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
+    "sep_token": "<sep>", "pad_token": "<pad>", "cls_token": "<cls>", "mask_token": "<mask>",
+    "additional_special_tokens": ["<eop>", "<eod>"], "padding_side": "left",
+}  # fmt: skip
+
+
+def make_tokenizer(out_dir, corpus):
+    """An XLNet-style spiece.model (unigram; <unk> <s> </s> <cls> <sep> <pad> <mask> <eod>
+    <eop> at ids 0-8, as XLNet's) and tokenizer_config.json in `out_dir`; returns
+    transformers' tokenizer of that directory (its ids are the reference)."""
+    import io
+    import json
+    import os
+
+    import sentencepiece as spm
+
+    proto = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(corpus), model_writer=proto, vocab_size=VOCAB, model_type="unigram",
+        minloglevel=2, unk_id=0, bos_id=1, eos_id=2, pad_id=5,
+        control_symbols=["<cls>", "<sep>", "<mask>", "<eod>", "<eop>"], hard_vocab_limit=False,
+    )  # fmt: skip
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "spiece.model"), "wb") as f:
+        f.write(proto.getvalue())
+    with open(os.path.join(out_dir, "tokenizer_config.json"), "w") as f:
+        json.dump(TOKENIZER_CONFIG, f, indent=2)
+    return transformers.AutoTokenizer.from_pretrained(out_dir)
