@@ -126,8 +126,8 @@ def test_preset_counts(name):
         counts = [
             models.count_params(
                 jax.eval_shape(
-                    lambda r, d=depth: models.init_params(
-                        cfg.replace(num_layers=d), r, heads=heads
+                    lambda r, d=depth, h=heads: models.init_params(
+                        cfg.replace(num_layers=d), r, heads=h
                     ),
                     jax.random.key(0),
                 )

@@ -1,9 +1,10 @@
 """Training objectives on token ids: pure NumPy, host side.
 
 Objectives: clm, mlm (BERT 80/10/10), mlm_nsp, denoise (BART), span_corruption (T5),
-seq2seq, plm (XLNet's permutation LM). Every random draw for row r of the global batch at step s comes from
-`np.random.default_rng([seed, s, r])` (`row_rng`), so a batch does not depend on how its rows
-are split over processes, and MLM masks / denoising noise are fresh at every step.
+seq2seq, plm (XLNet's permutation LM). Every random draw for row r of the global batch at
+step s comes from `np.random.default_rng([seed, s, r])` (`row_rng`), so a batch does not
+depend on how its rows are split over processes, and MLM masks / denoising noise are fresh at
+every step.
 
 Two kinds of functions:
   * `*_examples`: turn one tokenized document into the examples that are packed and cached.

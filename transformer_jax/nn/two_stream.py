@@ -66,7 +66,8 @@ class RelativeAttention(nn.Module):
                 shape, use_bias=False, dtype=self.dtype, kernel_init=init, name=name
             )
 
-        self.query, self.key, self.value, self.pos = (proj(n) for n in ("query", "key", "value", "pos"))
+        self.query, self.key, self.value = proj("query"), proj("key"), proj("value")
+        self.pos = proj("pos")  # HF's r: the relative encodings' projection
         self.out = nn.DenseGeneral(
             self.d_model, axis=(-2, -1), use_bias=False, dtype=self.dtype, kernel_init=init
         )  # [N, H] -> D
