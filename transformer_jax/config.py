@@ -488,13 +488,26 @@ class ModelConfig:
                 f"does not fit arch={self.arch!r}: arch='two_stream' (XLNet) and "
                 "RelativeSinusoidalPositions go together, each needs the other.",
             )
-        if two_stream and (self.norm.residual, self.embed) != ("post", EmbeddingConfig()):
-            _fail(
-                "norm.residual",
-                self.norm.residual,
-                "with arch='two_stream' must be 'post' and embed the defaults (XLNet's "
-                f"layers are post-LN, its segments are a score bias); got embed={self.embed}.",
-            )
+        if two_stream:  # what the two-stream stack (nn/two_stream.py) builds, and nothing else
+            fixed = {
+                "norm.residual": (self.norm.residual, "post"),
+                "norm.final": (self.norm.final, False),
+                "embed": (self.embed, EmbeddingConfig()),
+                "layer_groups": (self.layer_groups, None),
+                "attention.num_kv_heads": (att.num_kv_heads, None),
+                "attention.scale": (att.scale, None),
+                "attention.qkv_bias": (att.qkv_bias, False),
+                "attention.out_bias": (att.out_bias, False),
+                "attention.pattern": (att.pattern, ("global",)),
+            }
+            for where, (value, needed) in fixed.items():
+                if value != needed:
+                    _fail(
+                        where,
+                        value,
+                        f"is not supported with arch='two_stream' (XLNet's post-LN relative "
+                        f"two-stream layers); set {where}={needed!r}.",
+                    )
         if self.norm.residual == "parallel" and self.arch == "encoder_decoder":
             _fail(
                 "norm.residual",
