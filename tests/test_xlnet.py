@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from test_hf import TOL, _apply, _compare_generated, fixture_dir
+from test_hf import FAST_COMPILE, TOL, _apply, _compare_generated, fixture_dir
 
 from transformer_jax import hf, models, presets
 from transformer_jax.config import LearnedPositions, RelativeSinusoidalPositions
@@ -234,10 +234,8 @@ def test_plm_overfits_one_batch_and_every_parameter_learns():
     model = models.build(config)
     tx = optax.adam(1e-2)  # first update ~ lr * sign(grad): moves iff the gradient is non-zero
     state = steps.init_train_state(_params(config, scale=0.02), tx)
-    step = jax.jit(
-        steps.make_train_step(
-            model, tx, optax.constant_schedule(1e-2), objective="plm", axis_name=None
-        )
+    fn = steps.make_train_step(
+        model, tx, optax.constant_schedule(1e-2), objective="plm", axis_name=None
     )
     segs = np.ones((4, 16), np.int32)
     segs[1, 12:] = 0  # padding
@@ -249,15 +247,17 @@ def test_plm_overfits_one_batch_and_every_parameter_learns():
     # Two segments per row (XLNet's A/B pairs): only then do seg_embed and r_s_bias matter
     # (one segment adds the same score to every key of a query, which softmax ignores).
     batch["token_types"] = (np.arange(16) >= 8).astype(np.int32)[None].repeat(4, 0)
+    rng = jax.random.key(1)
+    step = jax.jit(fn).lower(state, batch, rng).compile(compiler_options=FAST_COMPILE)
     before = jax.device_get(state.params)
-    state, first = step(state, batch, jax.random.key(1))
+    state, first = step(state, batch, rng)
     after = dict(jax.tree_util.tree_leaves_with_path(jax.device_get(state.params)))
     for path, old in jax.tree_util.tree_leaves_with_path(before):
         name = jax.tree_util.keystr(path)
         assert np.isfinite(after[path]).all(), f"{name} is not finite after one step"
         assert (after[path] != old).any(), f"{name} got a zero gradient"
     for _ in range(59):
-        state, m = step(state, batch, jax.random.key(1))
+        state, m = step(state, batch, rng)
     final = steps.summarize(jax.device_get(m))
     assert float(first["loss"] / first["weight"]) > 3.0  # ~log(64) at init
     assert final["loss"] < 0.05 and final["accuracy"] == 1.0, final

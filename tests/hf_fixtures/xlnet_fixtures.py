@@ -1,6 +1,6 @@
 """The XLNet fixture of issue 17 (XLNetLMHeadModel), built by make_fixtures.py (torch +
 transformers only): a seeded random model (every tensor randomised by make_fixtures.randomise)
-with vocab 99, width 24, 3 heads of 8, FFN 40, 3 layers and clamp_len 5 (shorter than the
+with vocab 99, width 24, 3 heads of 8, FFN 40, 2 layers and clamp_len 5 (shorter than the
 11-token rows, so clamping is exercised).
 
 reference.npz holds, for a batch of 2 rows of 11 tokens (row 1 padded on the LEFT with 3 pads,
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import transformers
 
-VOCAB, D, HEADS, FFN, LAYERS, CLAMP = 99, 24, 3, 40, 3, 5
+VOCAB, D, HEADS, FFN, LAYERS, CLAMP = 99, 24, 3, 40, 2, 5
 PAD, EOS = 5, VOCAB - 1  # EOS: an id outside the prompts, so that rows may run to the end
 LENGTH, LEFT_PAD, NUM_PREDICT = 11, 3, 4
 GEN_LENGTHS, GEN_NEW = (5, 7), 8
