@@ -175,7 +175,7 @@ def run_model(model_cfg, params, tokenizer, title: str, prompts: list[str], **op
     for i, (row, n) in enumerate(zip(tokens, lengths, strict=True)):
         prompt = prompts[i // num_samples]
         text = tokenizer.decode(row[:n])
-        if model_cfg.arch == "decoder":
+        if model_cfg.arch in ("decoder", "two_stream"):  # a continuation of the prompt
             lines.append(f"> {prompt}{text}")
         else:
             lines.extend([f"> {prompt}", f"= {text}"])

@@ -31,10 +31,11 @@ from typing import Any, ClassVar, Literal
 
 import jax.numpy as jnp
 
-Arch = Literal["encoder", "decoder", "encoder_decoder"]
+Arch = Literal["encoder", "decoder", "encoder_decoder", "two_stream"]
 
 CONFIG_VERSION = 2  # the layout of to_dict(); 1 = the flat form of transformer_jax 0.1
-ARCHS = ("encoder", "decoder", "encoder_decoder")
+# two_stream: XLNet's bidirectional relative-attention stack with a content and a query stream
+ARCHS = ("encoder", "decoder", "encoder_decoder", "two_stream")
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu")
 NORMS = ("layernorm", "rmsnorm")
 RESIDUALS = ("post", "pre", "parallel")
@@ -238,6 +239,21 @@ class RelativePositions(_Group):
             _fail("positions.num_buckets", self.num_buckets, "must be >= 4 (T5 uses 32).")
 
 
+@dataclasses.dataclass(frozen=True)
+class RelativeSinusoidalPositions(_Group):
+    """Transformer-XL / XLNet relative positions (attn_type "bi"): a sinusoidal encoding
+    ([sin | cos] halves) of each query-key distance i - j, projected per layer and scored
+    against the queries (plus learned content, position and segment biases); nothing is added
+    to the embeddings. Needs arch='two_stream'."""
+
+    kind: ClassVar[str] = "relative_sinusoidal"
+    clamp_len: int = -1  # distances beyond +-clamp_len share its encoding; <= 0: no clamp
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.clamp_len, int) or isinstance(self.clamp_len, bool):
+            _fail("positions.clamp_len", self.clamp_len, "must be an integer (<= 0: no clamp).")
+
+
 POSITION_VARIANTS = {
     v.kind: v
     for v in (
@@ -245,11 +261,17 @@ POSITION_VARIANTS = {
         SinusoidalPositions,
         RotaryPositions,
         RelativePositions,
+        RelativeSinusoidalPositions,
         NoPositions,
     )
 }
 Positions = (
-    LearnedPositions | SinusoidalPositions | RotaryPositions | RelativePositions | NoPositions
+    LearnedPositions
+    | SinusoidalPositions
+    | RotaryPositions
+    | RelativePositions
+    | RelativeSinusoidalPositions
+    | NoPositions
 )
 
 
@@ -458,6 +480,34 @@ class ModelConfig:
                 "has local layers; local (sliding-window) "
                 f"attention is causal and needs arch='decoder', not {self.arch!r}.",
             )
+        two_stream = self.arch == "two_stream"
+        if two_stream != isinstance(self.positions, RelativeSinusoidalPositions):
+            _fail(
+                "positions",
+                self.positions,
+                f"does not fit arch={self.arch!r}: arch='two_stream' (XLNet) and "
+                "RelativeSinusoidalPositions go together, each needs the other.",
+            )
+        if two_stream:  # what the two-stream stack (nn/two_stream.py) builds, and nothing else
+            fixed = {
+                "norm.residual": (self.norm.residual, "post"),
+                "norm.final": (self.norm.final, False),
+                "embed": (self.embed, EmbeddingConfig()),
+                "layer_groups": (self.layer_groups, None),
+                "attention.num_kv_heads": (att.num_kv_heads, None),
+                "attention.scale": (att.scale, None),
+                "attention.qkv_bias": (att.qkv_bias, False),
+                "attention.out_bias": (att.out_bias, False),
+                "attention.pattern": (att.pattern, ("global",)),
+            }
+            for where, (value, needed) in fixed.items():
+                if value != needed:
+                    _fail(
+                        where,
+                        value,
+                        f"is not supported with arch='two_stream' (XLNet's post-LN relative "
+                        f"two-stream layers); set {where}={needed!r}.",
+                    )
         if self.norm.residual == "parallel" and self.arch == "encoder_decoder":
             _fail(
                 "norm.residual",

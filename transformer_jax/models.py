@@ -45,6 +45,7 @@ from transformer_jax.nn.blocks import (
 )
 from transformer_jax.nn.blocks import dense as _dense
 from transformer_jax.nn.embeddings import InputEmbedding, token_embed
+from transformer_jax.nn.two_stream import TwoStreamStack
 
 Cache = list[LayerCache]
 
@@ -585,7 +586,118 @@ class EncoderDecoder(_OutputMixin, nn.Module):
         return logits
 
 
-_ARCH_TO_MODEL = {"encoder": EncoderOnly, "decoder": DecoderOnly, "encoder_decoder": EncoderDecoder}
+def two_stream_masks(
+    real: jax.Array | None,  # [B, T] bool real tokens, or None
+    perm_mask: jax.Array | None,  # [B, T, T], HF's meaning: 1 = i may NOT attend to j
+) -> tuple[jax.Array | None, jax.Array | None]:
+    """XLNet's masks as HF builds them: blocked[b, i, j] = perm_mask + (j is padding);
+    the query stream sees the unblocked keys, the content stream those and itself unless
+    doubly blocked (HF: blocked - eye > 0). -> (content [B, 1, T, T], query [B, 1, T, T]),
+    None where everything is visible."""
+    if perm_mask is None and real is None:
+        return None, None
+    length = (real if perm_mask is None else perm_mask).shape[-1]
+    blocked = jnp.zeros((1, length, length), jnp.int32)  # [1, T, T]
+    if perm_mask is not None:
+        blocked = blocked + (perm_mask > 0).astype(jnp.int32)  # [B, T, T]
+    if real is not None:
+        blocked = blocked + (~real).astype(jnp.int32)[:, None, :]  # [B, T, T]
+    eye = jnp.eye(length, dtype=jnp.int32)[None]  # [1, T, T]
+    return (blocked - eye <= 0)[:, None], (blocked == 0)[:, None]  # [B, 1, T, T] each
+
+
+def _check_two_stream_inputs(tokens: Any, perm_mask: Any, target_mapping: Any) -> None:
+    """Shapes of XLNet's masks against tokens [B, T] (trace time)."""
+    batch, length = tokens.shape
+    if perm_mask is not None and tuple(perm_mask.shape) != (batch, length, length):
+        raise ValueError(
+            f"perm_mask has shape {tuple(perm_mask.shape)}; tokens {tuple(tokens.shape)} "
+            f"need [batch, length, length] = {(batch, length, length)} "
+            "(perm_mask[b, i, j] = 1: position i may not attend to j)."
+        )
+    if target_mapping is not None and (
+        target_mapping.ndim != 3 or tuple(target_mapping.shape[::2]) != (batch, length)
+    ):
+        raise ValueError(
+            f"target_mapping has shape {tuple(target_mapping.shape)}; tokens "
+            f"{tuple(tokens.shape)} need [batch, num_predict, length] = [{batch}, P, {length}] "
+            "(target_mapping[b, k, j] = 1: prediction k is for position j)."
+        )
+
+
+class TwoStream(_OutputMixin, nn.Module):
+    """XLNet: a bidirectional stack of two-stream relative attention (nn/two_stream.py).
+
+    `model(tokens)` -> content-stream logits [B, T, V];
+    `model(tokens, perm_mask=..., target_mapping=...)` -> query-stream logits [B, P, V], with
+    HF's meaning of both: perm_mask[b, i, j] = 1 means i may NOT attend to j;
+    target_mapping[b, k, j] = 1 means prediction k is for position j. Padding (the pad id, or
+    `valid`) hides keys as HF's attention_mask does; `token_types` [B, T] (any ints, only
+    compared) give the segment term.
+    """
+
+    config: ModelConfig
+
+    def setup(self) -> None:
+        self._setup_output()
+        self.encoder = TwoStreamStack(self.config)
+
+    def features(
+        self,
+        tokens: jax.Array,  # [B, T]
+        token_types: jax.Array | None = None,  # [B, T]
+        *,
+        perm_mask: jax.Array | None = None,  # [B, T, T]
+        target_mapping: jax.Array | None = None,  # [B, P, T]
+        valid: jax.Array | None = None,  # [B, T] bool real tokens; None: the pad-id rule
+        deterministic: bool = True,
+    ) -> jax.Array:
+        """The query stream's final states [B, P, D] with a target_mapping, else the
+        content stream's [B, T, D]."""
+        cfg = self.config
+        _check_tokens(cfg, tokens, "Input")
+        _check_two_stream_inputs(tokens, perm_mask, target_mapping)
+        content_mask, query_mask = two_stream_masks(_real(cfg, tokens, valid), perm_mask)
+        seg_diff = None
+        if token_types is not None:
+            seg_diff = token_types[:, :, None] != token_types[:, None, :]  # [B, T, T]
+        return self.encoder(
+            self.token_embed(tokens),
+            content_mask,
+            query_mask,
+            seg_diff,
+            target_mapping,
+            deterministic=deterministic,
+        )
+
+    def __call__(
+        self,
+        tokens: jax.Array,
+        token_types: jax.Array | None = None,
+        *,
+        perm_mask: jax.Array | None = None,
+        target_mapping: jax.Array | None = None,
+        valid: jax.Array | None = None,
+        deterministic: bool = True,
+    ) -> jax.Array:
+        """Query-stream logits [B, P, V] with a target_mapping, else content logits [B, T, V]."""
+        h = self.features(
+            tokens,
+            token_types,
+            perm_mask=perm_mask,
+            target_mapping=target_mapping,
+            valid=valid,
+            deterministic=deterministic,
+        )
+        return self._logits(h)
+
+
+_ARCH_TO_MODEL = {
+    "encoder": EncoderOnly,
+    "decoder": DecoderOnly,
+    "encoder_decoder": EncoderDecoder,
+    "two_stream": TwoStream,
+}
 
 
 def build(config: ModelConfig) -> nn.Module:
@@ -633,11 +745,15 @@ def _init_params(config: ModelConfig, rng: jax.Array, heads: bool) -> dict[str, 
 
 def init_cache(config: ModelConfig, batch: int, length: int) -> Cache:
     """An empty KV cache for `length` positions of the (decoder) stack: zeros, compute dtype.
+    A two-stream (XLNet) model keeps no keys/values: its "cache" is the token buffer [B, S],
+    every step recomputes the bidirectional stack (sampling.model_fns.two_stream_fns).
 
     Encoder-decoder caches gain their cross-attention keys/values on the first `decode`.
     """
     if config.arch == "encoder":
         raise ValueError("Encoder-only models do not decode; there is no KV cache to build.")
+    if config.arch == "two_stream":  # no KV cache: XLNet recomputes; the cache is the tokens
+        return jnp.zeros((batch, length), jnp.int32)  # [B, S] token buffer
     return init_layer_caches(config, config.decoder_layers, batch, length)
 
 

@@ -72,7 +72,7 @@ def frame_prompt(tokenizer: TextTokenizer, ids: Sequence[int], arch: str) -> lis
             )
         return [tokenizer.cls_id, *ids, tokenizer.sep_id]
     start = [tokenizer.bos_id] if tokenizer.add_bos and tokenizer.bos_id is not None else []
-    if arch == "decoder":
+    if arch in ("decoder", "two_stream"):  # two_stream (XLNet): continued like a decoder
         return start + ids
     if tokenizer.eos_id is None:
         raise ValueError(
@@ -84,7 +84,10 @@ def frame_prompt(tokenizer: TextTokenizer, ids: Sequence[int], arch: str) -> lis
 
 def decoder_start(tokenizer: TextTokenizer, arch: str) -> int | None:
     """The id generation starts the decoder with: `decoder_start_id`, else (an
-    encoder-decoder whose tokenizer names none) `bos_id`."""
+    encoder-decoder whose tokenizer names none) `bos_id`; none for XLNet (`two_stream`), which
+    trains with PLM on plain text and continues a prompt without a start token."""
+    if arch == "two_stream":
+        return None
     start = tokenizer.decoder_start_id
     if start is None and arch == "encoder_decoder":
         start = tokenizer.bos_id

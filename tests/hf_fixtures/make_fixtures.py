@@ -46,6 +46,7 @@ import numpy as np
 import seq2seq_families
 import torch
 import transformers
+import xlnet_fixtures  # issue 17: XLNetLMHeadModel (content, two-stream, greedy)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -96,6 +97,8 @@ def make_tokenizer(name):
         return tok
     if name == "roberta":
         return encoders.roberta_tokenizer(_bpe)
+    if name in xlnet_fixtures.XLNET:  # spiece.model + tokenizer_config.json, written there
+        return xlnet_fixtures.make_tokenizer(os.path.join(HERE, name), CORPUS)
     if name == "bert_mlm":
         from tokenizers import BertWordPieceTokenizer
 
@@ -477,6 +480,8 @@ def run_bart(model, ref_dir=None):
 
 
 def build(name):
+    if name in xlnet_fixtures.XLNET:
+        return xlnet_fixtures.build(name)
     if name in seq2seq_families.ENCDEC:
         return seq2seq_families.build(name)
     if name in CAUSAL:
@@ -493,6 +498,8 @@ def build(name):
 
 
 def name_to_class(name):
+    if name in xlnet_fixtures.XLNET:
+        return xlnet_fixtures.XLNET[name][0]
     if name in seq2seq_families.ENCDEC:
         return seq2seq_families.ENCDEC[name][0]
     if name in CAUSAL:
@@ -512,6 +519,8 @@ def name_to_class(name):
 
 
 def outputs(name, model, ref_dir=None):
+    if name in xlnet_fixtures.XLNET:
+        return xlnet_fixtures.run(name, model, ref_dir)
     if name in seq2seq_families.ENCDEC:
         return seq2seq_families.run(name, model, ref_dir)
     if name in CAUSAL:
@@ -529,7 +538,8 @@ def outputs(name, model, ref_dir=None):
 
 T5_NAMES = ("t5", "t5_v11", "mt5")
 BASE = ("gpt2", "bert_mlm", "bert_pretraining", "bert_model", "bart")
-NAMES = (*BASE, *T5_NAMES, *CAUSAL, *gpt_lines.CAUSAL, *encoders.ENCODERS, *seq2seq_families.ENCDEC)
+NAMES = (*BASE, *T5_NAMES, *CAUSAL, *gpt_lines.CAUSAL, *encoders.ENCODERS, *seq2seq_families.ENCDEC,
+         *xlnet_fixtures.XLNET)
 # Seeds: the base fixtures 0.., T5 5.., the decoder families 15..: with seed 5 the llama
 # fixture's float32 logits from HF and from us differed by 1.2e-5 (each ~1e-5 from a float64
 # run of HF; other seeds 4e-6 to 6e-6), a tail of float32 rounding, not a bug.
@@ -541,6 +551,7 @@ SEEDS = {
     **{name: 30 + i for i, name in enumerate(encoders.ENCODERS)},
     # mbart marian plbart (made with seeds 30.. like the encoders: different models)
     **{name: 30 + i for i, name in enumerate(seq2seq_families.ENCDEC)},
+    **xlnet_fixtures.SEEDS,
 }
 CAUSAL.update(gpt_lines.CAUSAL)  # after SEEDS: they carry their own seeds
 
@@ -557,7 +568,8 @@ def make(name, seed):
     np.savez(os.path.join(out_dir, "reference.npz"), **outputs(name, model))
     tok = make_tokenizer(name)
     if tok is not None:
-        tok.save_pretrained(out_dir)
+        if name not in xlnet_fixtures.XLNET:  # XLNet's stays spiece.model, as it ships
+            tok.save_pretrained(out_dir)
         write_tokenizer_reference(tok, out_dir)
     size = sum(os.path.getsize(os.path.join(out_dir, f)) for f in os.listdir(out_dir))
     print(f"{name}: {name_to_class(name)} written, {size / 1024:.0f} KiB")
@@ -587,7 +599,8 @@ def check_our_save(name):
     with tempfile.TemporaryDirectory() as tmp:
         code = (
             "import os, sys; from transformer_jax import hf; d = sys.argv[1]; "
-            "tok = hf.load_tokenizer(d) if os.path.exists(d + '/tokenizer.json') else None; "
+            "tok = hf.load_tokenizer(d) if os.path.exists(d + '/tokenizer.json') or "
+            "os.path.exists(d + '/spiece.model') else None; "
             "hf.save(*hf.load(d), sys.argv[2], tokenizer=tok)"
         )
         run = [_tj_python(), "-c", code, os.path.join(HERE, name), tmp]

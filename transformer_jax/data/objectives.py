@@ -1,9 +1,10 @@
 """Training objectives on token ids: pure NumPy, host side.
 
 Objectives: clm, mlm (BERT 80/10/10), mlm_nsp, denoise (BART), span_corruption (T5),
-seq2seq. Every random draw for row r of the global batch at step s comes from
-`np.random.default_rng([seed, s, r])` (`row_rng`), so a batch does not depend on how its rows
-are split over processes, and MLM masks / denoising noise are fresh at every step.
+seq2seq, plm (XLNet's permutation LM). Every random draw for row r of the global batch at
+step s comes from `np.random.default_rng([seed, s, r])` (`row_rng`), so a batch does not
+depend on how its rows are split over processes, and MLM masks / denoising noise are fresh at
+every step.
 
 Two kinds of functions:
   * `*_examples`: turn one tokenized document into the examples that are packed and cached.
@@ -82,6 +83,7 @@ class SpecialIds:
         need = {"clm": ("bos", "eos"), "mlm": ("mask", "cls", "sep"),
                 "mlm_nsp": ("mask", "cls", "sep"), "denoise": ("bos", "eos", "mask"),
                 "seq2seq": ("bos", "eos"), "span_corruption": ("bos", "eos", "sentinel"),
+                "plm": ("eos",),
                 }[objective]  # fmt: skip
         missing = [n for n in need if n != "sentinel" and getattr(self, n) < 0]
         return missing + (["sentinel"] if "sentinel" in need and not self.sentinels else [])
@@ -172,6 +174,85 @@ def clm_batch(rows: Mapping[str, np.ndarray], ids: SpecialIds) -> dict[str, np.n
         "weights": (segs > 0).astype(np.float32),
         "positions": pos.astype(np.int32),
         "segment_ids": segs.astype(np.int32),
+    }
+
+
+# ----------------------------------------------------------------------------- PLM
+
+
+def plm_predictions(max_length: int, k: int) -> int:
+    """P, prediction slots per row: max_length // K (at least 1)."""
+    return max(1, max_length // k)
+
+
+def plm_row(
+    segment_ids: np.ndarray, rng: np.random.Generator, k: int, num_predict: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """XLNet's permutation LM on one packed row [T] (segment ids 1, 2, ...; 0 = padding).
+
+    Each example gets a random factorisation order of its positions; the last len // K of it
+    (at least 1 for examples of >= 2 tokens, within the row's `num_predict` slots) are its
+    targets. perm_mask[i, j] = True (HF's 1: i may NOT attend to j) when j is a target not
+    earlier in the order than i (so non-targets, which come first, see no target) or when i
+    and j belong to different examples (packing).
+    Returns (perm_mask [T, T] bool, target positions [P] int32 (padded with 0),
+    weights [P] float32 (1 = a used slot)).
+    """
+    length = len(segment_ids)
+    rank = np.full(length, -1, np.int64)  # effective rank: -1 = not a target
+    targets: list[int] = []
+    for seg in np.unique(segment_ids[segment_ids > 0]):
+        where = np.flatnonzero(segment_ids == seg)
+        order = rng.permutation(where)
+        n = len(where) // k
+        if n == 0 and len(where) >= 2:
+            n = 1
+        n = min(n, num_predict - len(targets))
+        chosen = order[len(order) - n :] if n > 0 else order[:0]
+        rank[chosen] = np.arange(len(order) - n, len(order))
+        targets.extend(chosen.tolist())
+    is_target = rank >= 0
+    perm = is_target[None, :] & (rank[None, :] >= rank[:, None])  # [T, T]
+    perm |= segment_ids[:, None] != segment_ids[None, :]
+    positions = np.zeros(num_predict, np.int32)
+    weights = np.zeros(num_predict, np.float32)
+    chosen = np.sort(np.asarray(targets, np.int64))
+    positions[: len(chosen)] = chosen
+    weights[: len(chosen)] = 1.0
+    return perm, positions, weights
+
+
+def plm_batch(
+    rows: Mapping[str, np.ndarray],
+    seed: int,
+    step: int,
+    row_ids: Sequence[int],
+    k: int = 6,
+    stream: int = TRAIN_STREAM,
+) -> dict[str, np.ndarray]:
+    """Permutation LM (XLNet) on packed rows ({'tokens', 'segment_ids', ...}): the model sees
+    the uncorrupted tokens; `perm_mask` [B, T, T] bool and `target_mapping` [B, P, T]
+    (P = T // K) come from a fresh factorisation order per example (`plm_row`); `targets` /
+    `weights` [B, P] are the tokens at the target positions (weight 0 on unused slots)."""
+    tokens, segs = rows["tokens"], rows["segment_ids"]
+    batch, length = tokens.shape
+    num_predict = plm_predictions(length, k)
+    perm = np.zeros((batch, length, length), bool)
+    where = np.zeros((batch, num_predict), np.int32)
+    weights = np.zeros((batch, num_predict), np.float32)
+    for i, r in enumerate(row_ids):
+        perm[i], where[i], weights[i] = plm_row(
+            np.asarray(segs[i]), row_rng(seed, step, r, stream), k, num_predict
+        )
+    mapping = np.eye(length, dtype=np.float32)[where] * weights[:, :, None]  # [B, P, T]
+    targets = np.take_along_axis(np.asarray(tokens), where, axis=1) * (weights > 0)  # [B, P]
+    return {
+        "inputs": np.asarray(tokens, np.int32),
+        "targets": targets.astype(np.int32),
+        "weights": weights,
+        "perm_mask": perm,
+        "target_mapping": mapping,
+        "segment_ids": np.asarray(segs, np.int32),
     }
 
 

@@ -17,7 +17,7 @@ length are encoded in full (long documents are split into rows of max_length); s
 Config fields read (others are ignored):
   dataset ('stdlib' if absent), data_dir, objective, vocab_size, max_length, per_device_batch_size,
   eval_batch_size, seed, num_eval_batches, mlm_probability (0.15), denoise_ratio (0.3),
-  poisson_lambda (3.0), noise_density (0.15), mean_noise_span_length (3.0); for
+  poisson_lambda (3.0), noise_density (0.15), mean_noise_span_length (3.0), plm_k (6); for
   'text_files': train_files, eval_files (None or "": hold out part of train_files,
   `builders.text_files_splits`); for 'parallel_text': train_source, train_target,
   eval_source, eval_target; optional: validation_fraction (0.03), reverse_translation
@@ -51,7 +51,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-OBJECTIVES = ("clm", "mlm", "mlm_nsp", "denoise", "span_corruption", "seq2seq")
+OBJECTIVES = ("clm", "mlm", "mlm_nsp", "denoise", "span_corruption", "seq2seq", "plm")
 LOCAL_DATASETS = ("stdlib", "text_files", "parallel_text")
 MIN_MAX_LENGTH = 8
 _CACHE_FORMAT = 2  # 2: empty documents are skipped (they used to give an EOS-only row)
@@ -129,6 +129,7 @@ def validate_config(config) -> None:
     lam = _get(config, "poisson_lambda", 3.0)
     if not isinstance(lam, float | int) or lam <= 0:
         raise ValueError(f"config.poisson_lambda={lam!r} must be > 0")
+    _check_int("plm_k", _get(config, "plm_k", 6), 1, " (plm: predict the last 1/K of each order)")
 
 
 # ----------------------------------------------------------------------------- datasets
@@ -276,6 +277,7 @@ def _build_store(
         }
     make = {
         "clm": objectives.clm_examples,
+        "plm": objectives.clm_examples,  # `chunk EOS`: orders and targets are drawn per step
         "mlm": objectives.mlm_examples,
         "denoise": objectives.denoise_examples,
         "span_corruption": objectives.denoise_examples,  # `chunk EOS`, corrupted per step
@@ -358,6 +360,7 @@ def _make_rows(store, objective: str, ids: objectives.SpecialIds, config, stream
     lam = float(_get(config, "poisson_lambda", 3.0))
     density = float(_get(config, "noise_density", 0.15))
     span = float(_get(config, "mean_noise_span_length", 3.0))
+    plm_k = int(_get(config, "plm_k", 6))
     if objective == "mlm_nsp":
         anchors = _nsp_anchors(store)
         nsp_store = {k: np.asarray(v) for k, v in store.items()}
@@ -368,6 +371,9 @@ def _make_rows(store, objective: str, ids: objectives.SpecialIds, config, stream
     return {
         "clm": lambda items, step, rows: objectives.clm_batch(take(items), ids),
         "seq2seq": lambda items, step, rows: objectives.seq2seq_batch(take(items), ids),
+        "plm": lambda items, step, rows: objectives.plm_batch(
+            take(items), seed, step, rows, plm_k, stream
+        ),
         "mlm": lambda items, step, rows: objectives.mlm_batch(
             take(items), ids, seed, step, rows, mlm_p, stream
         ),

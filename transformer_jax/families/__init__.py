@@ -35,6 +35,7 @@ from transformer_jax.families import (
     starcoder,
     t5,
     transformer,
+    xlnet,
 )
 
 # Order matters to hf.save: a config is saved as the first family whose config.json reads
@@ -44,7 +45,7 @@ from transformer_jax.families import (
 # BART before PLBART, whose configs are BART's with scaled embeddings).
 _MODULES: tuple[ModuleType, ...] = (
     gpt2, distilbert, bert, bart, transformer, t5, mt5, llama, mistral, falcon, codegen,
-    starcoder, gpt1, gpt_neo, gpt3, roberta, albert, mbart, marian, plbart,
+    starcoder, gpt1, gpt_neo, gpt3, roberta, albert, mbart, marian, plbart, xlnet,
 )  # fmt: skip
 
 FAMILIES: dict[str, ModuleType] = {m.__name__.rsplit(".", 1)[-1]: m for m in _MODULES}

@@ -105,6 +105,16 @@ TRANSFORMS: dict[str, Transform] = {
         to_ours=lambda x, ss: [x.reshape(ss[0])],
         hf_shape=lambda ss: (1, *ss[0]),
     ),
+    "row3": Transform(  # XLNet's mask_emb [1, 1, D] <-> our [D]
+        to_hf=lambda xs: xs[0].reshape(1, 1, -1),
+        to_ours=lambda x, ss: [x.reshape(ss[0])],
+        hf_shape=lambda ss: (1, 1, *ss[0]),
+    ),
+    "heads_out": Transform(  # XLNet's o [D, N, H] <-> our out kernel [N, H, D]
+        to_hf=lambda xs: np.ascontiguousarray(np.transpose(xs[0], (2, 0, 1))),
+        to_ours=lambda x, ss: [np.transpose(x, (1, 2, 0)).reshape(ss[0])],
+        hf_shape=lambda ss: (ss[0][2], ss[0][0], ss[0][1]),
+    ),
     # torch Linear weight [out, in] <-> our Dense kernel [in, out].
     "linear": Transform(
         to_hf=lambda xs: xs[0].T,

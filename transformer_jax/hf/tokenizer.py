@@ -174,9 +174,24 @@ class SentencePieceTokenizer(_Base):
         own = lambda i: i if 0 <= i < self._pieces else None  # noqa: E731  (-1: none)
         defaults = {"pad": own(self._sp.pad_id()), "unk": own(self._sp.unk_id()),
                     "bos": own(self._sp.bos_id()), "eos": own(self._sp.eos_id())}  # fmt: skip
+        # XLNet's (and ALBERT's) text preprocessing, as their tokenizer_config.json asks:
+        # whitespace runs collapsed, ``/'' as ", accents stripped (NFKD), lowercase.
+        self._remove_space = bool(config.get("remove_space", False))
+        self._strip_accents = config.get("keep_accents", True) is False
+        self._lower = bool(config.get("do_lower_case", False))
         control = {i for i in range(self._pieces) if self._sp.is_control(i)}
         self._init_specials(directory, defaults, control | {i for i in added if i >= self._pieces})
         self.add_bos = bool(config.get("add_bos_token", False)) and self.bos_id is not None
+
+    def _prepare(self, text: str) -> str:
+        import unicodedata
+
+        if self._remove_space:
+            text = " ".join(text.strip().split()).replace("``", '"').replace("''", '"')
+        if self._strip_accents:
+            text = unicodedata.normalize("NFKD", text)
+            text = "".join(c for c in text if not unicodedata.combining(c))
+        return text.lower() if self._lower else text
 
     def _token_to_id(self, token: str) -> int | None:
         if token in self._added:  # tokens added past the pieces (T5's <extra_id_N>)
@@ -190,15 +205,17 @@ class SentencePieceTokenizer(_Base):
         return bool(first) and first[0].startswith("\u2581")
 
     def encode(self, text: str) -> list[int]:
+        text = self._prepare(text)
         if text.startswith(" ") and self._dummy_prefix:
             # the leading space stands for the prefix; a lone space is the piece "▁"
             return self._sp.encode(text[1:]) if len(text) > 1 else [self._sp.piece_to_id("\u2581")]
         return self._sp.encode(text)
 
     def encode_batch(self, texts: Sequence[str], num_threads: int = 2) -> list[list[int]]:
+        texts = [self._prepare(t) for t in texts]
         if any(t.startswith(" ") for t in texts):
-            return [self.encode(t) for t in texts]
-        return self._sp.encode(list(texts), num_threads=num_threads)
+            return [self.encode(t) for t in texts]  # (prepared twice: idempotent)
+        return self._sp.encode(texts, num_threads=num_threads)
 
     def decode(self, ids: Iterable[int]) -> str:
         return self._sp.decode([i for i in self._keep(ids) if i < self._pieces])

@@ -86,6 +86,21 @@ def relative_buckets(
     return buckets + jnp.where(is_small, distance, large).astype(jnp.int32)
 
 
+def relative_sinusoids(query_len: int, key_len: int, d_model: int, clamp_len: int) -> jax.Array:
+    """Transformer-XL / XLNet ("bi"): float32 [S + T, D], row r encodes the distance
+    S - r (S, S-1, ..., -T+1) as [sin | cos] halves of distance / 10000^(2i/D), distances
+    clamped to +-clamp_len when clamp_len > 0. With the queries as keys (S = T), row
+    S - (i - j) is the encoding for query i and key j (see two_stream.relative_shift)."""
+    inv_freq = 1.0 / jnp.power(
+        jnp.float32(10000.0), jnp.arange(0, d_model, 2, dtype=jnp.float32) / d_model
+    )  # [ceil(D/2)]
+    distance = jnp.arange(key_len, -query_len, -1).astype(jnp.float32)  # [S + T]
+    if clamp_len > 0:
+        distance = jnp.clip(distance, -clamp_len, clamp_len)
+    angles = distance[:, None] * inv_freq[None, :]  # [S + T, ceil(D/2)]
+    return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)  # [S + T, D]
+
+
 @flax.struct.dataclass
 class PositionEncoding:
     """What a scheme gives one stack call, computed once and handed to every layer."""

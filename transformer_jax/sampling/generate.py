@@ -35,7 +35,11 @@ from transformer_jax.config import ModelConfig
 from transformer_jax.sampling import inputs
 from transformer_jax.sampling.beam import beam_search_loop
 from transformer_jax.sampling.loop import sample_loop
-from transformer_jax.sampling.model_fns import decoder_only_fns, encoder_decoder_fns
+from transformer_jax.sampling.model_fns import (
+    decoder_only_fns,
+    encoder_decoder_fns,
+    two_stream_fns,
+)
 from transformer_jax.sampling.settings import SamplingSettings
 
 
@@ -67,7 +71,7 @@ def _prepare(
     inputs.check_id("eos_id", eos_id, vocab)
     inputs.check_id("bos_id", bos_id, vocab)
     pad = 0 if config.pad_id is None else config.pad_id
-    if config.arch == "decoder":
+    if config.arch in ("decoder", "two_stream"):  # two_stream (XLNet): continues prompts too
         rows = inputs.as_rows(prompts, lengths, what="prompt")
         if bos_id is not None:
             rows = [np.concatenate([[bos_id], row]) for row in rows]
@@ -105,7 +109,9 @@ def _model_fns(
     never produced: the uncached forward masks keys holding it, so a generated pad would make
     cached and uncached decoding disagree, and it is no real token of the tokenizer."""
     model = models.build(config)
-    if src is None:
+    if config.arch == "two_stream":
+        prefill, step = two_stream_fns(model, params)
+    elif src is None:
         prefill, step = decoder_only_fns(model, params)
     else:
         tokens, valid = src
@@ -192,7 +198,7 @@ def _beam_jit(
         pad_id=pad_id,
         vocab_limit=vocab_limit,
         suppress_tokens=suppress,
-        reorder_cache=_reorder_self_attention,
+        reorder_cache=_reorder_tokens if config.arch == "two_stream" else _reorder_self_attention,
     )
     best = (
         state.finished_tokens[:, 0],  # [B, N]
@@ -207,6 +213,11 @@ def _reorder_self_attention(cache: list[dict], rows: jax.Array) -> list[dict]:
     cross-attention ones (encoder-decoder) are the same for all beams of a row and stay."""
     gather = lambda x: x[rows]  # noqa: E731
     return [{**layer, "self": jax.tree_util.tree_map(gather, layer["self"])} for layer in cache]
+
+
+def _reorder_tokens(cache: jax.Array, rows: jax.Array) -> jax.Array:
+    """Beam reorder of a two-stream model's token buffer [B * W, S]."""
+    return cache[rows]
 
 
 def _as_key(rng: Any, greedy: bool) -> jax.Array:

@@ -97,3 +97,34 @@ def encoder_decoder_fns(
         )
 
     return prefill, tokens_to_logits
+
+
+def two_stream_fns(model: nn.Module, params: Any) -> tuple[Prefill, TokensToLogits]:
+    """(prefill, tokens_to_logits) of a TwoStream (XLNet) model, the XLNet way: the next token
+    sits at a position no token can see (a hidden key) and the query stream predicts it; the
+    whole bidirectional stack is recomputed every step, since every earlier token sees every
+    new one (HF's `generate(..., use_mems=False)`).
+
+    The "cache" is the token buffer [B, S] (models.init_cache): slot j holds position j.
+    Predicting position p, only slots < p are keys (later slots, stale or empty, are hidden
+    like padding); relative positions depend only on i - j, so this equals a run on the
+    sequence cut after p.
+    """
+    variables = {"params": params}
+
+    def predict(buffer: jax.Array, at: jax.Array) -> jax.Array:  # [B, S], [B] -> [B, 1, V]
+        slots = jnp.arange(buffer.shape[1])[None, :]  # [1, S]
+        valid = slots < at[:, None]  # [B, S]: the tokens before the predicted position
+        mapping = (slots == at[:, None]).astype(jnp.float32)[:, None, :]  # [B, 1, S]
+        return model.apply(variables, buffer, valid=valid, target_mapping=mapping)
+
+    def prefill(prompts, lengths, cache):  # [B, P], [B], [B, S]
+        buffer = cache.at[:, : prompts.shape[1]].set(prompts.astype(cache.dtype))  # [B, S]
+        return predict(buffer, lengths)[:, 0], buffer  # [B, V]
+
+    def tokens_to_logits(tokens, positions, cache):  # [B, 1], [B, 1], [B, S]
+        rows = jnp.arange(cache.shape[0])
+        buffer = cache.at[rows, positions[:, 0]].set(tokens[:, 0].astype(cache.dtype))
+        return predict(buffer, positions[:, 0] + 1), buffer  # [B, 1, V]
+
+    return prefill, tokens_to_logits

@@ -31,6 +31,7 @@ ARCH_OBJECTIVES = {
     "decoder": ("clm",),
     "encoder": ("mlm", "mlm_nsp"),
     "encoder_decoder": ("denoise", "span_corruption", "seq2seq"),
+    "two_stream": ("plm",),
 }
 
 
@@ -54,7 +55,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.train_target = ""
     c.eval_source = ""
     c.eval_target = ""
-    c.objective = "clm"  # clm | mlm | mlm_nsp | denoise | span_corruption | seq2seq
+    c.objective = "clm"  # clm | mlm | mlm_nsp | denoise | span_corruption | seq2seq | plm
     c.vocab_size = 2048  # sentencepiece vocabulary (trained on the train split)
     c.max_length = 128  # tokens per row (packed)
     c.validation_fraction = 0.03  # stdlib / text_files without eval_files: held out (README)
@@ -66,6 +67,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.poisson_lambda = 3.0  # denoise: mean span length
     c.noise_density = 0.15  # span_corruption (T5): share of tokens in noise spans
     c.mean_noise_span_length = 3.0  # span_corruption: mean noise span length
+    c.plm_k = 6  # plm (XLNet): predict the last 1/K of each example's factorisation order
     # Batches.
     c.per_device_batch_size = 16
     c.eval_batch_size = 16  # per device

@@ -25,7 +25,7 @@ from jax import lax
 
 from transformer_jax.train.losses import smoothed_cross_entropy, weighted_token_stats
 
-OBJECTIVES = ("clm", "mlm", "mlm_nsp", "denoise", "span_corruption", "seq2seq")
+OBJECTIVES = ("clm", "mlm", "mlm_nsp", "denoise", "span_corruption", "seq2seq", "plm")
 
 
 @flax.struct.dataclass
@@ -94,6 +94,16 @@ def forward_stats(
             tgt_segment_ids=batch.get("targets_segment_ids"),
             **kw,
         )  # [B, T, V]
+    elif objective == "plm":  # XLNet: query-stream logits at the targets, [B, P, V]
+        logits = model.apply(
+            variables,
+            batch["inputs"],
+            batch.get("token_types"),  # [B, T] XLNet segments, when the batch has them
+            perm_mask=batch["perm_mask"],
+            target_mapping=batch["target_mapping"],
+            valid=batch["segment_ids"] > 0,
+            **kw,
+        )
     else:
         raise ValueError(f"objective={objective!r} is not one of {OBJECTIVES}.")
     stats = weighted_token_stats(logits, batch["targets"], batch["weights"], label_smoothing)
