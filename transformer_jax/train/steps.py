@@ -37,8 +37,9 @@ class TrainState:
 
 
 def init_train_state(params: Any, tx: optax.GradientTransformation) -> TrainState:
-    zero = jnp.zeros((), jnp.int32)
-    return TrainState(step=zero, params=params, opt_state=tx.init(params), skipped=zero)
+    # Two buffers, not one zero twice: a donating step must not receive one buffer twice.
+    step, skipped = jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32)
+    return TrainState(step=step, params=params, opt_state=tx.init(params), skipped=skipped)
 
 
 def _psum(x: Any, axis_name: str | None) -> Any:
