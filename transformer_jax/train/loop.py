@@ -208,6 +208,8 @@ def _init_from_state(init_from: str, params, abstract, tx):
 
         params = hf.load(init_from)[1]
     expected = jax.tree_util.tree_structure(abstract.params)
+    if jax.tree_util.tree_structure(params) != expected:  # config.scan_layers: stack them
+        params = models.stack_layers(params)
     if jax.tree_util.tree_structure(params) != expected:
         raise ValueError(
             f"config.init_from={init_from!r} holds a model without the heads training needs "
