@@ -679,6 +679,9 @@ def init_params(config: ModelConfig, rng: jax.Array, *, heads: bool = True) -> d
     `features` uses (heads=False: no MLM transform, output bias, classifier or untied
     lm_head; a tied token table is part of the backbone, as in HF's *Model classes).
 
+    A scanned model (config.scan_layers) gets the unscanned model's values, stacked on a
+    leading `layers` axis (`stack_layers`): the same run with or without scan.
+
     Pure: under `jax.eval_shape(lambda r: init_params(config, r), rng)` it allocates nothing,
     which is how full-size presets are counted and checked. Compiled as one program (jit,
     cached per config): run eagerly, flax's init would dispatch (and compile) every operation
@@ -697,6 +700,9 @@ def _init_encoder(model: EncoderOnly, tokens: jax.Array) -> tuple:
 
 @functools.partial(jax.jit, static_argnums=(0, 2))
 def _init_params(config: ModelConfig, rng: jax.Array, heads: bool) -> dict[str, Any]:
+    if config.scan_layers:  # the unscanned model's values, stacked: scanning changes nothing
+        per_layer = config.replace(scan_layers=False, remat="none")
+        return stack_layers(_init_params(per_layer, rng, heads))
     model = build(config)
     length = min(8, config.max_len)
     tokens = jnp.ones((1, length), jnp.int32)  # [B, T]
