@@ -230,5 +230,15 @@ class MeshRunner:
         return state.params
 
     def single(self, tree: Any) -> Any:
-        """Metrics or state as one logical copy (global arrays; `np.asarray` gathers)."""
-        return tree
+        """Metrics or state as one logical copy that `np.asarray` can read: global arrays as
+        they are on one process; with several, shards other processes hold are gathered
+        (checkpoints are written from whole arrays: their manifest hashes each one)."""
+
+        def readable(x):
+            if not isinstance(x, jax.Array) or x.is_fully_addressable or x.is_fully_replicated:
+                return x
+            from jax.experimental import multihost_utils
+
+            return multihost_utils.process_allgather(x, tiled=True)
+
+        return jax.tree.map(readable, tree)
