@@ -31,6 +31,7 @@ cfg = presets.get(
     dropout_rate=0.0, attention_dropout_rate=0.0,
 )  # fmt: skip
 scanned_cfg = cfg.replace(scan_layers=True, remat="dots")
+remat_cfg = cfg.replace(remat="full")  # the resumed runs: per-layer, rematerialised
 sched = optax.constant_schedule(3e-3)
 # eps 1e-6, not 1e-9: the key bias's true gradient is 0 (softmax ignores a per-query
 # constant), and Adam would scale two runs' different float noise there up to lr-sized steps.
@@ -121,7 +122,9 @@ for name, tree in (("params", params), ("mu", flat(adam.mu)), ("nu", flat(adam.n
 # 3. Resume the step-1 checkpoint on a 4x2x1 mesh, unscanned, and on one device.
 abstract = jax.eval_shape(lambda: state0)
 restored = Checkpoints(workdir, async_save=False).restore(1, abstract)  # relayout on read
-runner2 = sharding.MeshRunner(*step_fns(cfg, None), abstract, cfg, sharding.make_mesh(4, 2, 1))
+runner2 = sharding.MeshRunner(
+    *step_fns(remat_cfg, None), abstract, remat_cfg, sharding.make_mesh(4, 2, 1)
+)
 s2, m = runner2.train(runner2.place(restored), batches[1], rng)
 np.testing.assert_allclose(float(m["loss"]), m_losses[1], rtol=1e-5)
 one = jax.jit(step_fns(cfg, None)[0])
