@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import _robustness_util as U
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -36,6 +37,19 @@ def test_mesh_checks_on_8_devices():
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().endswith("OK")
+
+
+def _random_params(cfg, seed):
+    """Parameters of `cfg` without compiling its init: shapes from eval_shape, values
+    N(0, 0.1) (norm scales 1 + that), per-layer layout."""
+    shapes = jax.eval_shape(lambda r: models.init_params(cfg, r), jax.random.key(0))
+    rng = np.random.default_rng(seed)
+
+    def fill(path, s):
+        x = 0.1 * rng.standard_normal(s.shape).astype(np.float32)
+        return x + 1.0 if str(path[-1].key) == "scale" else x
+
+    return jax.tree_util.tree_map_with_path(fill, shapes)
 
 
 def _decoder(pattern=("local", "global", "local")):
@@ -70,7 +84,7 @@ def _decode_prompt_then_one(cfg, params, tokens):
 
 def test_scanned_and_remat_equal_unscanned_logits_grads_and_cache():
     cfg = _decoder()
-    params = models.init_params(cfg, jax.random.key(1))
+    params = _random_params(cfg, 1)
     tokens = jnp.asarray(np.random.default_rng(0).integers(1, 64, size=(2, 7)))  # [B, T]
     ref_logits, ref_grads = _logits_and_grads(cfg, params, tokens)
     # (scan alone: the cache check below; dots and the per-layer remat: tests/_mesh_checks.py)
@@ -92,7 +106,7 @@ def test_scanned_and_remat_equal_unscanned_logits_grads_and_cache():
 
 def test_seq2seq_scanned_equals_unscanned():
     cfg = presets.get("bart-tiny", vocab_size=64, dropout_rate=0.0, attention_dropout_rate=0.0)
-    params = models.init_params(cfg, jax.random.key(2))
+    params = _random_params(cfg, 2)
     src = jnp.asarray([[5, 6, 7, 8, 9], [3, 4, 5, 0, 0]])  # [B, S] with padding
     tgt = jnp.asarray([[2, 5, 6], [2, 3, 0]])  # [B, T]
     ref = jax.jit(models.build(cfg).apply)({"params": params}, src, tgt)
@@ -103,7 +117,7 @@ def test_seq2seq_scanned_equals_unscanned():
 
 def test_stack_unstack_layers_round_trip_and_shapes():
     cfg = _decoder()
-    params = models.init_params(cfg, jax.random.key(0))
+    params = _random_params(cfg, 0)
     stacked = models.stack_layers(params)
     scanned_shapes = jax.eval_shape(
         lambda r: models.init_params(cfg.replace(scan_layers=True), r), jax.random.key(0)
@@ -131,9 +145,10 @@ def test_logical_axes_follow_the_modules_and_leave_params_unchanged():
     assert axes["decoder"]["final_norm"]["scale"] == P()
     scanned = models.logical_axes(cfg.replace(scan_layers=True))
     assert scanned["decoder"]["layers"]["ffn"]["wi"]["kernel"] == P("layers", "embed", "mlp")
-    # Recording the names leaves init_params as it was: plain arrays, no boxes.
-    params = models.init_params(cfg, jax.random.key(0))
-    assert all(isinstance(x, jax.Array) for x in jax.tree.leaves(params))
+    # Recording the names leaves init_params as it was: plain arrays, no metadata boxes.
+    params = jax.eval_shape(lambda r: models.init_params(cfg, r), jax.random.key(0))
+    leaves = jax.tree.leaves(params, is_leaf=lambda x: isinstance(x, nn.meta.AxisMetadata))
+    assert leaves and all(isinstance(x, jax.ShapeDtypeStruct) for x in leaves)
 
 
 def test_mesh_spec_rules_and_indivisible_dims():
@@ -177,7 +192,7 @@ def test_bad_mesh_inputs_name_the_field_and_numbers():
 def test_checkpoint_restores_into_the_other_layer_layout(tmp_path):
     cfg = _decoder()
     tx = optax.adam(1e-3)
-    state = steps.init_train_state(models.init_params(cfg, jax.random.key(0)), tx)
+    state = steps.init_train_state(_random_params(cfg, 0), tx)
     ckpt = Checkpoints(str(tmp_path / "unscanned"), async_save=False)
     ckpt.save(3, state)
     scanned_target = jax.eval_shape(
