@@ -43,6 +43,7 @@ LAYER_KINDS = ("global", "local")
 SINUSOIDAL_LAYOUTS = ("interleaved", "halves")
 ROTARY_LAYOUTS = ("half", "interleaved")
 DTYPES = ("float32", "bfloat16")
+REMATS = ("none", "full", "dots")
 
 
 # ------------------------------------------------------------------------------- checks
@@ -419,10 +420,17 @@ class ModelConfig:
     pad_id: int | None = 0  # keys holding this id are masked; None = no padding mask
     dtype: str = "float32"  # compute dtype; parameters are always float32
     init_std: float = 0.02  # normal init of kernels and embeddings
+    # How the layer stack is built (same function, other program): one nn.scan over layers
+    # (parameters stacked on a leading `layers` axis) and jax.checkpoint per layer.
+    scan_layers: bool = False
+    remat: str = "none"  # none | full (recompute everything) | dots (keep matmul outputs)
 
     def __post_init__(self) -> None:
         _choice("arch", self.arch, ARCHS)
         _choice("dtype", self.dtype, DTYPES)
+        _choice("remat", self.remat, REMATS)
+        if not isinstance(self.scan_layers, bool):
+            _fail("scan_layers", self.scan_layers, "must be True or False.")
         for name in ("vocab_size", "d_model", "num_layers", "max_len"):
             _positive_int(name, getattr(self, name))
         _positive_int("num_decoder_layers", self.num_decoder_layers, optional=True)
@@ -460,6 +468,13 @@ class ModelConfig:
                 f"is for arch='encoder_decoder', not arch={self.arch!r}; use num_layers.",
             )
         depths = (self.num_layers, self.decoder_layers)
+        if self.scan_layers and self.layer_groups is not None:
+            _fail(
+                "scan_layers",
+                True,
+                f"stacks one parameter set per layer; layer_groups={self.layer_groups} shares "
+                "them (ALBERT): set scan_layers=False.",
+            )
         if self.layer_groups is not None and self.layer_groups > min(depths):
             _fail(
                 "layer_groups",

@@ -21,11 +21,13 @@ True where query t may attend key s.
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from transformer_jax.config import LearnedPositions, ModelConfig
 from transformer_jax.nn.attention import (
@@ -45,14 +47,26 @@ from transformer_jax.nn.blocks import (
 )
 from transformer_jax.nn.blocks import dense as _dense
 from transformer_jax.nn.embeddings import InputEmbedding, token_embed
+from transformer_jax.nn.partitioning import recording_axes
 from transformer_jax.nn.two_stream import TwoStreamStack
 
 Cache = list[LayerCache]
 
 
-def dense(config: ModelConfig, features: int, name: str, use_bias: bool = True) -> nn.Dense:
+def dense(
+    config: ModelConfig,
+    features: int,
+    name: str,
+    use_bias: bool = True,
+    axes: tuple[str | None, str | None] = (None, None),
+) -> nn.Dense:
     return _dense(
-        features, name, use_bias=use_bias, dtype=config.compute_dtype, init_std=config.init_std
+        features,
+        name,
+        use_bias=use_bias,
+        dtype=config.compute_dtype,
+        init_std=config.init_std,
+        axes=axes,
     )
 
 
@@ -129,6 +143,60 @@ def _segments(a: jax.Array | None, b: jax.Array | None) -> jax.Array | None:
     return None if a is None else segment_mask(a, b)
 
 
+# jax.checkpoint policies of ModelConfig.remat: what the backward pass keeps of a layer.
+REMAT_POLICIES = {
+    "full": None,  # nothing: the whole layer is recomputed
+    "dots": jax.checkpoint_policies.checkpoint_dots,  # matmul outputs kept, the rest recomputed
+}
+
+
+class _LayerStep(TransformerLayer):
+    """One layer called with positional arguments only, as nn.scan and nn.remat need:
+    (x, (is_local, cache), global mask, local mask or None, encoding, encoded, cross mask,
+    cache index, deterministic) -> (x, new cache). Same submodules and parameter paths as
+    TransformerLayer; `is_local` (a scanned [] bool) picks the local mask where there is one."""
+
+    def __call__(  # type: ignore[override]
+        self, x, xs, global_mask, local_mask, encoding, encoded, cross_mask, cache_index,
+        deterministic,
+    ):  # fmt: skip
+        is_local, cache = xs
+        mask = global_mask if local_mask is None else jnp.where(is_local, local_mask, global_mask)
+        return super().__call__(
+            x,
+            mask,
+            encoding=encoding,
+            encoded=encoded,
+            cross_mask=cross_mask,
+            cache=cache,
+            cache_index=cache_index,
+            deterministic=deterministic,
+        )
+
+
+def _layer_class(config: ModelConfig, num_layers: int) -> type[nn.Module]:
+    """_LayerStep, under jax.checkpoint (config.remat) and nn.scan over the depth
+    (config.scan_layers: parameters stacked on a leading `layers` axis)."""
+    cls: type[nn.Module] = _LayerStep
+    if config.remat != "none":
+        cls = nn.remat(
+            cls,
+            policy=REMAT_POLICIES[config.remat],
+            prevent_cse=not config.scan_layers,  # scan already keeps XLA from merging
+            static_argnums=(9,),  # deterministic (argument 0 is the module)
+        )
+    if config.scan_layers:
+        cls = nn.scan(
+            cls,
+            variable_axes={"params": 0},
+            split_rngs={"params": True, "dropout": True},
+            in_axes=(0,) + (nn.broadcast,) * 7,  # (is_local, cache) scanned; the rest shared
+            length=num_layers,
+            metadata_params={nn.PARTITION_NAME: "layers"},
+        )
+    return cls
+
+
 class Stack(nn.Module):
     """Input embedding (which computes the position encoding once), `num_layers` Transformer
     layers (or `config.layer_groups` parameter sets applied in turn), optional final norm."""
@@ -141,11 +209,15 @@ class Stack(nn.Module):
     def setup(self) -> None:
         cfg = self.config
         self.embed = InputEmbedding(cfg, causal=self.causal)
-        groups = self.num_layers if cfg.layer_groups is None else cfg.layer_groups
-        self.layers = [
-            TransformerLayer.from_config(cfg, cross=self.cross, name=f"layer_{g}")
-            for g in range(groups)
-        ]
+        layer_cls = _layer_class(cfg, self.num_layers)
+        if cfg.scan_layers:  # one module, parameters [num_layers, ...]
+            self.scanned = layer_cls.from_config(cfg, cross=self.cross, name="layers")
+        else:
+            groups = self.num_layers if cfg.layer_groups is None else cfg.layer_groups
+            self.layers = [
+                layer_cls.from_config(cfg, cross=self.cross, name=f"layer_{g}")
+                for g in range(groups)
+            ]
         if cfg.norm.final:
             self.final_norm = make_norm(cfg.norm, cfg.compute_dtype, "final_norm")
 
@@ -177,20 +249,25 @@ class Stack(nn.Module):
         if "local" in att.pattern:  # keys q - window < k (causality comes with `mask`)
             masks["local"] = combine_masks(mask, window_mask(positions, keys, att.window))
         cache_index = None if cache is None else positions[:, 0]  # [B]
-        new_cache = None if cache is None else []
-        for i in range(self.num_layers):
-            x, layer_cache = self._layer(i)(
-                x,
-                masks[att.layer_kind(i)],
-                encoding=encoding,
-                encoded=encoded,
-                cross_mask=cross_mask,
-                cache=None if cache is None else cache[i],
-                cache_index=cache_index,
-                deterministic=deterministic,
-            )
-            if new_cache is not None:
-                new_cache.append(layer_cache)
+        shared = (encoding, encoded, cross_mask, cache_index, deterministic)
+        if self.config.scan_layers:
+            n = self.num_layers
+            is_local = jnp.asarray([att.layer_kind(i) == "local" for i in range(n)])  # [L]
+            # list of per-layer caches -> one cache with a leading [L] axis, and back
+            stacked = None if cache is None else jax.tree.map(lambda *c: jnp.stack(c), *cache)
+            x, ys = self.scanned(x, (is_local, stacked), mask, masks.get("local"), *shared)
+            new_cache = None
+            if cache is not None:
+                new_cache = [jax.tree.map(lambda c, i=i: c[i], ys) for i in range(n)]
+        else:
+            new_cache = None if cache is None else []
+            for i in range(self.num_layers):
+                layer_cache = None if cache is None else cache[i]
+                x, layer_cache = self._layer(i)(
+                    x, (None, layer_cache), masks[att.layer_kind(i)], None, *shared
+                )
+                if new_cache is not None:
+                    new_cache.append(layer_cache)
         if self.config.norm.final:
             x = self.final_norm(x)
         return x, new_cache
@@ -216,7 +293,9 @@ class _OutputMixin:
         cfg = self.config
         self.token_embed = token_embed(cfg)
         if not cfg.output.tie:
-            self.lm_head = dense(cfg, cfg.vocab_size, "lm_head", use_bias=cfg.output.bias)
+            self.lm_head = dense(
+                cfg, cfg.vocab_size, "lm_head", use_bias=cfg.output.bias, axes=("embed", "vocab")
+            )
         elif cfg.output.bias:
             self.add_logits_bias = _LogitsBias(cfg.vocab_size)
             nn.share_scope(self, self.add_logits_bias)
@@ -712,6 +791,9 @@ def init_params(config: ModelConfig, rng: jax.Array, *, heads: bool = True) -> d
     `features` uses (heads=False: no MLM transform, output bias, classifier or untied
     lm_head; a tied token table is part of the backbone, as in HF's *Model classes).
 
+    A scanned model (config.scan_layers) gets the unscanned model's values, stacked on a
+    leading `layers` axis (`stack_layers`): the same run with or without scan.
+
     Pure: under `jax.eval_shape(lambda r: init_params(config, r), rng)` it allocates nothing,
     which is how full-size presets are counted and checked. Compiled as one program (jit,
     cached per config): run eagerly, flax's init would dispatch (and compile) every operation
@@ -730,17 +812,22 @@ def _init_encoder(model: EncoderOnly, tokens: jax.Array) -> tuple:
 
 @functools.partial(jax.jit, static_argnums=(0, 2))
 def _init_params(config: ModelConfig, rng: jax.Array, heads: bool) -> dict[str, Any]:
+    if config.scan_layers:  # the unscanned model's values, stacked: scanning changes nothing
+        per_layer = config.replace(scan_layers=False, remat="none")
+        return stack_layers(_init_params(per_layer, rng, heads))
     model = build(config)
     length = min(8, config.max_len)
     tokens = jnp.ones((1, length), jnp.int32)  # [B, T]
     args = (tokens, tokens) if config.arch == "encoder_decoder" else (tokens,)
+    return model.init(rng, *args, method=_init_method(model, config, heads))["params"]
+
+
+def _init_method(model: nn.Module, config: ModelConfig, heads: bool) -> Any:
     if not heads:
-        method = type(model).features
-    elif config.arch == "encoder":
-        method = _init_encoder
-    else:
-        method = None
-    return model.init(rng, *args, method=method)["params"]
+        return type(model).features
+    if config.arch == "encoder":
+        return _init_encoder
+    return None
 
 
 def init_cache(config: ModelConfig, batch: int, length: int) -> Cache:
@@ -760,3 +847,85 @@ def init_cache(config: ModelConfig, batch: int, length: int) -> Cache:
 def count_params(params: Any) -> int:
     """Number of scalars in a parameter tree (works on ShapeDtypeStructs too)."""
     return sum(int(x.size) for x in jax.tree_util.tree_leaves(params))
+
+
+def logical_axes(config: ModelConfig, *, heads: bool = True) -> Any:
+    """The parameter tree of `config` with, at each leaf, the PartitionSpec of its logical
+    axis names (`transformer_jax.nn.partitioning`; PartitionSpec() = no names: replicated).
+    Traced with jax.eval_shape: nothing is allocated."""
+    model = build(config)
+    length = min(8, config.max_len)
+
+    def boxed(rng):
+        tokens = jnp.ones((1, length), jnp.int32)  # [B, T]
+        args = (tokens, tokens) if config.arch == "encoder_decoder" else (tokens,)
+        method = _init_method(model, config, heads)
+        return model.init(rng, *args, method=method)["params"]
+
+    with recording_axes():
+        shapes = jax.eval_shape(boxed, jax.random.key(0))
+    return nn.get_partition_spec(shapes)
+
+
+# ------------------------------------------------------------ scanned <-> per-layer trees
+_LAYER_KEY = re.compile(r"layer_(\d+)")
+
+
+def _stack_leaves(*leaves: Any) -> Any:
+    first = leaves[0]
+    if isinstance(first, jax.ShapeDtypeStruct):
+        return jax.ShapeDtypeStruct((len(leaves), *first.shape), first.dtype)
+    if all(isinstance(x, np.ndarray | np.generic) for x in leaves):
+        return np.stack(leaves)  # host trees stay on the host
+    return jnp.stack(leaves)
+
+
+def _take_leaf(x: Any, i: int) -> Any:
+    if isinstance(x, jax.ShapeDtypeStruct):
+        return jax.ShapeDtypeStruct(x.shape[1:], x.dtype)
+    return x[i]
+
+
+def stack_layers(tree: Any) -> Any:
+    """Per-layer tree -> scanned tree: wherever a dict holds `layer_0` ... `layer_{L-1}`,
+    they become one `layers` entry whose leaves gain a leading [L] axis. Works on parameter
+    trees, optimizer-state dicts and checkpoint trees alike (arrays or ShapeDtypeStructs).
+    The inverse of `unstack_layers`."""
+    if not isinstance(tree, dict):
+        return tree
+    out, layers = {}, {}
+    for key, value in tree.items():
+        m = _LAYER_KEY.fullmatch(str(key))
+        if m:
+            layers[int(m.group(1))] = value
+        else:
+            out[key] = stack_layers(value)
+    if layers:
+        if sorted(layers) != list(range(len(layers))):
+            raise ValueError(f"Layers {sorted(layers)} are not numbered 0..{len(layers) - 1}.")
+        if "layers" in out:
+            raise ValueError("A tree holds both per-layer (layer_i) and stacked (layers) entries.")
+        out["layers"] = jax.tree.map(_stack_leaves, *[layers[i] for i in range(len(layers))])
+    return out
+
+
+def unstack_layers(tree: Any) -> Any:
+    """Scanned tree -> per-layer tree: every `layers` dict (leaves [L, ...]) becomes
+    `layer_0` ... `layer_{L-1}`. The inverse of `stack_layers`."""
+    if not isinstance(tree, dict):
+        return tree
+    out = {}
+    for key, value in tree.items():
+        if key == "layers" and isinstance(value, dict):
+            leaves = jax.tree.leaves(value)
+            n = leaves[0].shape[0] if leaves else 0
+            for i in range(n):
+                out[f"layer_{i}"] = jax.tree.map(lambda x, i=i: _take_leaf(x, i), value)
+        else:
+            out[key] = unstack_layers(value)
+    return out
+
+
+def convert_layers(tree: Any, scanned: bool) -> Any:
+    """`tree` in the layout of a model with scan_layers=`scanned` (either layout in)."""
+    return stack_layers(tree) if scanned else unstack_layers(tree)

@@ -9,6 +9,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from transformer_jax import models
 from transformer_jax.config import ModelConfig
 from transformer_jax.families import HF_FAMILIES
 from transformer_jax.hf import engine, files, own_format
@@ -90,7 +91,9 @@ def load(directory: str, dtype: Any = np.float32) -> tuple[ModelConfig, dict[str
     """(ModelConfig, params) from a Hugging Face directory (config.json + safetensors).
 
     Params are a nested dict of NumPy arrays in the structure of
-    `models.init_params(config, rng, heads=...)`: the full model for a class with heads
+    `models.init_params(config, rng, heads=...)` with one entry per layer (for a scanned
+    model: `models.stack_layers(params)`, `config.replace(scan_layers=True)`; `save` takes
+    either layout): the full model for a class with heads
     (GPT2LMHeadModel, BertForMaskedLM, BertForPreTraining, BartForConditionalGeneration), the
     backbone (`heads=False`) for BertModel / GPT2Model / BartModel.
     `dtype`: float32 by default; None keeps the stored dtype (bf16, fp16); any other casts.
@@ -195,6 +198,9 @@ def save(
     `config.json`'s model_type tells which was written)."""
     if format not in FORMATS:
         raise ValueError(f"format={format!r}; use one of {FORMATS}.")
+    if config.scan_layers or config.remat != "none":  # how the stack runs, not what it is
+        params = models.unstack_layers(params) if config.scan_layers else params
+        config = config.replace(scan_layers=False, remat="none")
     heads = _has_heads(config, params)
     try:
         if format == "own":

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from transformer_jax.config import AttentionConfig, ModelConfig
+from transformer_jax.nn.partitioning import logical
 from transformer_jax.nn.positions import PositionEncoding
 
 NEG_INF = float(jnp.finfo(jnp.float32).min)
@@ -191,19 +192,21 @@ class MultiHeadAttention(nn.Module):
     def setup(self) -> None:
         cfg = self.config
 
-        def dense(features, use_bias, axis=-1):
+        def dense(features, use_bias, axes, axis=-1):  # axes: the kernel's logical names
             return nn.DenseGeneral(
                 features=features,
                 axis=axis,
                 use_bias=use_bias,
                 dtype=self.dtype,
-                kernel_init=nn.initializers.normal(self.init_std),
+                kernel_init=logical(nn.initializers.normal(self.init_std), axes),
             )
 
-        self.query = dense((cfg.num_heads, self.head_dim), cfg.qkv_bias)  # D -> [N, H]
-        self.key = dense((cfg.kv_heads, self.head_dim), cfg.qkv_bias)  # D -> [K, H]
-        self.value = dense((cfg.kv_heads, self.head_dim), cfg.qkv_bias)  # D -> [K, H]
-        self.out = dense(self.d_model, cfg.out_bias, axis=(-2, -1))  # [N, H] -> D
+        qkv, kv = ("embed", "heads", "head_dim"), ("embed", "kv_heads", "head_dim")
+        self.query = dense((cfg.num_heads, self.head_dim), cfg.qkv_bias, qkv)  # D -> [N, H]
+        self.key = dense((cfg.kv_heads, self.head_dim), cfg.qkv_bias, kv)  # D -> [K, H]
+        self.value = dense((cfg.kv_heads, self.head_dim), cfg.qkv_bias, kv)  # D -> [K, H]
+        out = ("heads", "head_dim", "embed")
+        self.out = dense(self.d_model, cfg.out_bias, out, axis=(-2, -1))  # [N, H] -> D
         self.dropout = nn.Dropout(cfg.dropout_rate)
 
     def project_kv(self, x: jax.Array, encoding: PositionEncoding | None = None) -> KVCache:

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from transformer_jax.config import AttentionConfig, FeedForwardConfig, ModelConfig, NormConfig
 from transformer_jax.nn.attention import KVCache, MultiHeadAttention
+from transformer_jax.nn.partitioning import logical
 from transformer_jax.nn.positions import PositionEncoding
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
@@ -33,12 +34,20 @@ def make_norm(config: NormConfig, dtype: Any, name: str) -> nn.Module:
     return nn.LayerNorm(epsilon=config.eps, dtype=dtype, name=name)
 
 
-def dense(features: int, name: str, *, use_bias: bool, dtype: Any, init_std: float) -> nn.Dense:
+def dense(
+    features: int,
+    name: str,
+    *,
+    use_bias: bool,
+    dtype: Any,
+    init_std: float,
+    axes: tuple[str | None, str | None] = (None, None),  # logical names of the kernel [in, out]
+) -> nn.Dense:
     return nn.Dense(
         features,
         use_bias=use_bias,
         dtype=dtype,
-        kernel_init=nn.initializers.normal(init_std),
+        kernel_init=logical(nn.initializers.normal(init_std), axes),
         name=name,
     )
 
@@ -57,10 +66,11 @@ class FeedForward(nn.Module):
         kw = dict(use_bias=cfg.bias, dtype=self.dtype, init_std=self.init_std)
         act = ACTIVATIONS[cfg.activation]
         if cfg.gated:  # the activated branch is the gate (HF gate_proj, T5 wi_0)
-            h = act(dense(cfg.d_ff, "wi_gate", **kw)(x)) * dense(cfg.d_ff, "wi", **kw)(x)
+            wi_gate = dense(cfg.d_ff, "wi_gate", axes=("embed", "mlp"), **kw)
+            h = act(wi_gate(x)) * dense(cfg.d_ff, "wi", axes=("embed", "mlp"), **kw)(x)
         else:
-            h = act(dense(cfg.d_ff, "wi", **kw)(x))  # [B, T, F]
-        return dense(self.d_model, "wo", **kw)(h)  # [B, T, D]
+            h = act(dense(cfg.d_ff, "wi", axes=("embed", "mlp"), **kw)(x))  # [B, T, F]
+        return dense(self.d_model, "wo", axes=("mlp", "embed"), **kw)(h)  # [B, T, D]
 
 
 LayerCache = dict[str, KVCache]  # {"self": KVCache, "cross": KVCache (decoders of seq2seq)}

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 
 from transformer_jax.config import ModelConfig
 from transformer_jax.nn.blocks import make_norm
+from transformer_jax.nn.partitioning import logical
 from transformer_jax.nn.positions import PositionEncoding, PositionScheme, sinusoidal_table
 
 __all__ = ["InputEmbedding", "sinusoidal_table", "token_embed"]
@@ -25,7 +26,7 @@ def token_embed(config: ModelConfig, name: str = "token_embed") -> nn.Embed:
         num_embeddings=config.vocab_size,
         features=config.embed_size,
         dtype=config.compute_dtype,
-        embedding_init=nn.initializers.normal(config.init_std),
+        embedding_init=logical(nn.initializers.normal(config.init_std), ("vocab", "embed")),
         name=name,
     )
 

@@ -42,6 +42,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import threading
 import time
@@ -55,6 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from transformer_jax import models
 from transformer_jax.migrate import PARAM_LAYOUT, LayoutError, migration
 from transformer_jax.train.run_config import ConfigError
 
@@ -146,6 +148,33 @@ def _remap_tree(tree: Any, rename: Callable[[str], str]) -> dict:
 
     walk(tree, "")
     return out
+
+
+def _nest(flat: dict[str, Any]) -> dict:
+    out: dict = {}
+    for path, x in flat.items():
+        _set_path(out, path, x)
+    return out
+
+
+def _layer_layout(paths) -> str | None:
+    """'scanned' (a `layers` stack), 'per_layer' (layer_0, layer_1, ...) or None."""
+    for p in paths:
+        parts = p.split("/")
+        if "layers" in parts[:-1]:
+            return "scanned"
+        if any(re.fullmatch(r"layer_\d+", k) for k in parts[:-1]):
+            return "per_layer"
+    return None
+
+
+def _layer_converter(expected_paths, found_paths) -> Callable[[dict], dict] | None:
+    """Converts a checkpoint tree between the scanned and per-layer layouts (ModelConfig
+    .scan_layers) when it was written in the other one; None when the layouts agree."""
+    want, have = _layer_layout(expected_paths), _layer_layout(found_paths)
+    if want is None or have is None or want == have:
+        return None
+    return models.stack_layers if want == "scanned" else models.unstack_layers
 
 
 def _params_first(path: str) -> tuple[int, str]:
@@ -498,6 +527,9 @@ class Checkpoints:
         rename = self._renamer(step, manifest, found)
         if rename is not None:
             found = {rename(p): x for p, x in found.items()}
+        relayer = _layer_converter(_flat(expected), found)
+        if relayer is not None:  # written with the other scan_layers setting
+            found = _flat(relayer(_nest(found)))
         if prefix is not None:
             found = {
                 p[len(prefix) + 1 :]: x for p, x in found.items() if p.startswith(prefix + "/")
@@ -524,6 +556,8 @@ class Checkpoints:
             log.warning("Checkpoint step %d has no checksums (written before they existed).", step)
         if rename is not None:
             restored = _remap_tree(restored, rename)
+        if relayer is not None:
+            restored = relayer(restored)
         if prefix is not None:
             if prefix not in restored:
                 raise CheckpointMismatchError(f"Checkpoint step {step} holds no {prefix!r}.")

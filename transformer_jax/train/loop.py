@@ -36,7 +36,7 @@ from transformer_jax import models
 from transformer_jax.train import checkpoints, flops, metrics, run_config, steps
 from transformer_jax.train import workdir as wd
 from transformer_jax.train.optimizer import make_optimizer
-from transformer_jax.train.parallel import AXIS, replicate, shard, unreplicate
+from transformer_jax.train.parallel import PmapRunner
 from transformer_jax.train.run_config import ConfigError
 from transformer_jax.train.schedules import make_schedule
 
@@ -115,10 +115,9 @@ def _row_lengths(config: ml_collections.ConfigDict, model_cfg) -> tuple[int, int
 
 
 def evaluate(
-    p_eval,
+    runner,
     params,
     eval_source,
-    num_devices: int,
     stop: threading.Event | None = None,
 ) -> dict | None:
     """Sums the eval stats over the eval split (`eval_source` yields at most
@@ -128,11 +127,11 @@ def evaluate(
     for batch in eval_source.iterate_eval():
         if stop is not None and stop.is_set():
             return None
-        stats = p_eval(params, shard(batch, num_devices))  # replicated sums [devices]
+        stats = runner.eval(params, batch)  # summed stats (pmap: one copy per device)
         totals = stats if totals is None else jax.tree_util.tree_map(jnp.add, totals, stats)
     if totals is None:
         raise ValueError("The validation split produced no batches; check the eval data.")
-    host = jax.device_get(unreplicate(totals))
+    host = jax.device_get(runner.single(totals))
     return steps.summarize({k: float(v) for k, v in host.items()})
 
 
@@ -256,6 +255,8 @@ def _init_from_state(init_from: str, params, abstract, tx):
 
         params = hf.load(init_from)[1]
     expected = jax.tree_util.tree_structure(abstract.params)
+    if jax.tree_util.tree_structure(params) != expected:  # config.scan_layers: stack them
+        params = models.stack_layers(params)
     if jax.tree_util.tree_structure(params) != expected:
         raise ValueError(
             f"config.init_from={init_from!r} holds a model without the heads training needs "
@@ -268,7 +269,6 @@ def _init_from_state(init_from: str, params, abstract, tx):
 
 def _train(config, workdir: str, data, guard: _SigtermGuard) -> dict[str, Any]:
     is_chief = jax.process_index() == 0
-    num_local = jax.local_device_count()
 
     init_from = config.get("init_from")
     base, hf_params, tokenizer = None, None, None
@@ -331,7 +331,7 @@ def _train(config, workdir: str, data, guard: _SigtermGuard) -> dict[str, Any]:
             state = _before_training(_init_from_state, init_from, hf_params, abstract, tx)
             log.info("Starting from the weights in %s", init_from)
         elif latest is None:
-            state = jax.jit(init_state)()
+            state = None  # created by the runner, in place (sharded in mesh mode)
         else:
             log.info("Resumed from step %d in %s", latest, ckpt.directory)
         writer.resume_at(latest or 0)  # rows past the checkpoint are redone: no duplicates
@@ -348,7 +348,7 @@ def _train(config, workdir: str, data, guard: _SigtermGuard) -> dict[str, Any]:
         guard.training()
         return _run(
             config, model, model_cfg, tx, schedule, state, base_rng, train_source,
-            eval_source, ckpt, writer, num_local, is_chief, guard, translation_eval,
+            eval_source, ckpt, writer, is_chief, guard, init_state, abstract, translation_eval,
         )  # fmt: skip
     finally:
         try:
@@ -357,24 +357,36 @@ def _train(config, workdir: str, data, guard: _SigtermGuard) -> dict[str, Any]:
             writer.close()
 
 
+def _make_runner(config, model_cfg, train_step, eval_step, abstract):
+    """pmap (the default) or mesh mode: the same pure steps, wrapped and placed differently."""
+    if config.get("parallelism", "pmap") == "pmap":
+        return PmapRunner(train_step, eval_step)
+    from transformer_jax.train import sharding
+
+    return sharding.MeshRunner(
+        train_step, eval_step, abstract, model_cfg, sharding.make_mesh(**config.mesh.to_dict())
+    )
+
+
 def _run(
     config, model, model_cfg, tx, schedule, state, base_rng, train_source, eval_source,
-    ckpt, writer, num_local, is_chief, guard, translation_eval=None,
+    ckpt, writer, is_chief, guard, init_state, abstract, translation_eval=None,
 ) -> dict[str, Any]:  # fmt: skip
     sigterm = guard.event  # SIGTERM or SIGINT seen
 
     def run_eval(step: int) -> dict | None:
         """Eval-split means (None if stopped), with BLEU/chrF for a translation run."""
-        result = evaluate(p_eval, replicated.params, eval_source, num_local, eval_stop)
+        result = evaluate(runner, replicated.params, eval_source, eval_stop)
         if result is not None and translation_eval is not None:
-            result.update(translation_eval(unreplicate(replicated.params), step))
+            result.update(translation_eval(runner.single(replicated.params), step))
         return result
 
     def signame() -> str:
         return guard.signame
 
-    start_step = int(state.step)
+    start_step = 0 if state is None else int(state.step)
     total_steps = config.num_train_steps
+    mesh_mode = config.get("parallelism", "pmap") == "mesh"
     train_step = steps.make_train_step(
         model,
         tx,
@@ -383,12 +395,15 @@ def _run(
         label_smoothing=config.label_smoothing,
         grad_accum_steps=config.grad_accum_steps,
         skip_nonfinite=config.skip_nonfinite,
+        axis_name=None if mesh_mode else "batch",
     )
     eval_step = steps.make_eval_step(
-        model, objective=config.objective, label_smoothing=config.label_smoothing
+        model,
+        objective=config.objective,
+        label_smoothing=config.label_smoothing,
+        axis_name=None if mesh_mode else "batch",
     )
-    p_train = jax.pmap(train_step, axis_name=AXIS, in_axes=(0, 0, None), donate_argnums=(0,))
-    p_eval = jax.pmap(eval_step, axis_name=AXIS)
+    runner = _make_runner(config, model_cfg, train_step, eval_step, abstract)
     step_rng = jax.random.fold_in(base_rng, 1)
 
     global_batch = config.per_device_batch_size * jax.device_count()
@@ -397,7 +412,7 @@ def _run(
     if is_chief:
         log.info("MFU peak per device: %.3g FLOP/s (%s)", peak, peak_source)
 
-    replicated = replicate(state)
+    replicated = runner.init(init_state) if state is None else runner.place(state)
     del state
     pending: list[tuple[int, Any]] = []  # (step number after the update, device metrics)
     summary: dict[str, Any] = {"step": start_step, "compile_seconds": None}
@@ -409,7 +424,7 @@ def _run(
         """Fetches pending metrics, stops on non-finite, writes means; returns the last."""
         if not pending:
             return None
-        fetched = jax.device_get([unreplicate(m) for _, m in pending])
+        fetched = jax.device_get([runner.single(m) for _, m in pending])
         done = [s for s, _ in pending]
         pending.clear()
         for s, m in zip(done, fetched, strict=True):
@@ -447,7 +462,7 @@ def _run(
         if last_saved != step:
             # Copied to host inside save (after the previous save finished), before the next
             # step donates these buffers; written in the background.
-            ckpt.save(step, unreplicate(replicated))
+            ckpt.save(step, runner.single(replicated))
             last_saved = step
 
     def preempt(step: int) -> None:
@@ -498,7 +513,7 @@ def _run(
             if stop_requested(step):
                 preempt(step)
             ckpt.raise_if_failed()  # a failed save (disk full, I/O error) stops the run now
-            batch = shard(next(batches), num_local)
+            batch = next(batches)
             if summary["compile_seconds"] is None:
                 if is_chief:
                     log.info(
@@ -506,14 +521,14 @@ def _run(
                         step + 1,
                     )
                 t0 = time.perf_counter()
-                replicated, m = p_train(replicated, batch, step_rng)
+                replicated, m = runner.train(replicated, batch, step_rng)
                 jax.block_until_ready(m)
                 summary["compile_seconds"] = time.perf_counter() - t0
                 pending.append((step + 1, m))
                 flush()  # the first step (with compilation) is not timed as throughput
                 progress = stack.enter_context(progress_bar(step + 1))
             else:
-                replicated, m = p_train(replicated, batch, step_rng)
+                replicated, m = runner.train(replicated, batch, step_rng)
                 pending.append((step + 1, m))
                 timer["steps"] += 1
                 progress.update(1)

@@ -8,6 +8,7 @@ compiles the whole step a second time.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -34,3 +35,34 @@ def shard(batch: dict[str, np.ndarray], num_devices: int | None = None) -> dict[
     """[local_batch, ...] -> [local_devices, per_device, ...]."""
     n = num_devices or jax.local_device_count()
     return {k: v.reshape(n, v.shape[0] // n, *v.shape[1:]) for k, v in batch.items()}
+
+
+class PmapRunner:
+    """The train and eval steps under jax.pmap (one replica per local device), and how state
+    and batches are placed. Same interface as `sharding.MeshRunner`."""
+
+    def __init__(self, train_step: Callable, eval_step: Callable, axis_name: str = AXIS):
+        self.axis_name = axis_name
+        self._train = jax.pmap(
+            train_step, axis_name=axis_name, in_axes=(0, 0, None), donate_argnums=(0,)
+        )
+        self._eval = jax.pmap(eval_step, axis_name=axis_name)
+
+    def init(self, init_state: Callable[[], Any]) -> Any:
+        return self.place(jax.jit(init_state)())
+
+    def place(self, state: Any) -> Any:
+        return replicate(state, self.axis_name)
+
+    def train(self, state: Any, batch: dict[str, np.ndarray], rng: jax.Array):
+        return self._train(state, shard(batch), rng)
+
+    def eval(self, params: Any, batch: dict[str, np.ndarray]) -> Any:
+        return self._eval(params, shard(batch))
+
+    def params(self, state: Any) -> Any:
+        return state.params
+
+    def single(self, tree: Any) -> Any:
+        """One logical copy of a replicated tree (metrics, or the state to save)."""
+        return unreplicate(tree)

@@ -15,11 +15,12 @@ import ml_collections
 from ml_collections.config_dict import placeholder
 
 from transformer_jax import presets
-from transformer_jax.config import ModelConfig
+from transformer_jax.config import REMATS, ModelConfig
 from transformer_jax.train.schedules import SCHEDULES
 from transformer_jax.train.steps import OBJECTIVES
 
 CORRUPT_CHECKPOINT = ("fallback", "fail")  # see checkpoints.Checkpoints.restore_latest
+PARALLELISM = ("pmap", "mesh")  # see transformer_jax.train.sharding
 
 
 class ConfigError(ValueError):
@@ -103,6 +104,13 @@ def default_config() -> ml_collections.ConfigDict:
     # filesystem) whose heartbeat is older than this many seconds is taken over.
     c.lock_stale_seconds = 3600.0
     c.peak_flops = placeholder(float)  # per-device peak FLOP/s (None: datasheet/measured)
+    # Scaling out (README "Scaling out"). pmap: the state replicated on every device (the
+    # default); mesh: one jit step over a Mesh (data, fsdp, tensor), parameters and optimizer
+    # state sharded by transformer_jax.train.sharding.RULES. -1 = the rest of the devices.
+    c.parallelism = "pmap"  # pmap | mesh
+    c.mesh = ml_collections.ConfigDict({"data": 1, "fsdp": -1, "tensor": 1})
+    c.scan_layers = False  # one nn.scan over the layers (params stacked on a `layers` axis)
+    c.remat = "none"  # none | full | dots: jax.checkpoint per layer (memory for compute)
     c.progress_bar = True
     return c
 
@@ -216,6 +224,20 @@ def validate(config: ml_collections.ConfigDict) -> None:
     stale = config.get("lock_stale_seconds", 3600.0)
     if not _is_number(stale) or stale <= 0:
         _fail("lock_stale_seconds", stale, "must be a number of seconds > 0")
+    parallelism = config.get("parallelism", "pmap")
+    if parallelism not in PARALLELISM:
+        _fail("parallelism", parallelism, f"must be one of {PARALLELISM}")
+    if parallelism == "mesh":
+        import jax
+
+        from transformer_jax.train.sharding import mesh_shape
+
+        mesh = config.mesh
+        mesh_shape(mesh.data, mesh.fsdp, mesh.tensor, jax.device_count())
+    if config.get("remat", "none") not in REMATS:
+        _fail("remat", config.remat, f"must be one of {REMATS}")
+    if not isinstance(config.get("scan_layers", False), bool):
+        _fail("scan_layers", config.scan_layers, "must be True or False")
     if config.peak_flops is not None and (
         not _is_number(config.peak_flops) or config.peak_flops <= 0
     ):
@@ -242,6 +264,8 @@ def model_config(
     if base is None:
         overrides.setdefault("vocab_size", needed)
     overrides.setdefault("dtype", config.dtype)
+    overrides.setdefault("scan_layers", config.get("scan_layers", False))
+    overrides.setdefault("remat", config.get("remat", "none"))
     name = config.model if base is None else config.init_from
     try:
         model_cfg = (
@@ -267,6 +291,23 @@ def model_config(
         _fail(
             "objective", "mlm_nsp", "needs a 2-way classifier: model_overrides.heads.num_labels=2"
         )
+    if config.get("parallelism", "pmap") == "mesh":
+        import jax
+
+        from transformer_jax.train.sharding import check_model, mesh_shape
+
+        mesh = config.mesh
+        data, fsdp, tensor = mesh_shape(mesh.data, mesh.fsdp, mesh.tensor, jax.device_count())
+        check_model(model_cfg, tensor)
+        for field in ("per_device_batch_size", "eval_batch_size"):
+            rows = config[field] * jax.device_count()
+            if rows % (data * fsdp):
+                _fail(
+                    field,
+                    config[field],
+                    f"x {jax.device_count()} devices = {rows} rows "
+                    f"does not split over data x fsdp = {data * fsdp}",
+                )
     if config.max_length > model_cfg.max_len:
         _fail(
             "max_length",

@@ -37,8 +37,9 @@ class TrainState:
 
 
 def init_train_state(params: Any, tx: optax.GradientTransformation) -> TrainState:
-    zero = jnp.zeros((), jnp.int32)
-    return TrainState(step=zero, params=params, opt_state=tx.init(params), skipped=zero)
+    # Two buffers, not one zero twice: a donating step must not receive one buffer twice.
+    step, skipped = jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32)
+    return TrainState(step=step, params=params, opt_state=tx.init(params), skipped=skipped)
 
 
 def _psum(x: Any, axis_name: str | None) -> Any:
@@ -168,12 +169,15 @@ def make_train_step(
     axis_name: str | None = "batch",
 ) -> Callable[[TrainState, dict[str, jax.Array], jax.Array], tuple[TrainState, dict]]:
     """Builds the pure step. `rng` is the run's base key; the step folds in the step number and
-    the device index, so randomness is a function of (seed, step, device)."""
+    the device index (0 without `axis_name`), so randomness is a function of (seed, step,
+    device)."""
 
     def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array):
         rng = jax.random.fold_in(rng, state.step)
-        if axis_name is not None:
-            rng = jax.random.fold_in(rng, lax.axis_index(axis_name))
+        # The data-parallel replica's index; without an axis (jit, mesh mode: one program
+        # over the global batch) 0, so that it draws the dropout of a 1-device pmap run.
+        replica = 0 if axis_name is None else lax.axis_index(axis_name)
+        rng = jax.random.fold_in(rng, replica)
         totals = _global_totals(batch, objective, axis_name)
         micro = _split_micro(batch, grad_accum_steps) if grad_accum_steps > 1 else None
 
