@@ -123,16 +123,15 @@ def heldout_metrics(
     tokens (+ nsp_loss, nsp_accuracy for mlm_nsp). `data_workdir`: where the data pipeline
     keeps its files (the run's workdir for its own split: its token cache is reused); None: a
     temporary directory, removed afterwards."""
-    import jax
 
     from transformer_jax import data, models
     from transformer_jax.train import loop, steps
-    from transformer_jax.train.parallel import AXIS, replicate
+    from transformer_jax.train.parallel import PmapRunner
 
     with contextlib.ExitStack() as stack:
         if data_workdir is None:
             data_workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="evaluate-"))
         _, eval_source, _ = data.make_datasets(config, data_workdir, tokenizer=tokenizer)
         eval_step = steps.make_eval_step(models.build(model_cfg), objective=config.objective)
-        p_eval = jax.pmap(eval_step, axis_name=AXIS)
-        return loop.evaluate(p_eval, replicate(params), eval_source, jax.local_device_count())
+        runner = PmapRunner(None, eval_step)
+        return loop.evaluate(runner, runner.place(params), eval_source)

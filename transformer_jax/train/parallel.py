@@ -41,9 +41,10 @@ class PmapRunner:
     """The train and eval steps under jax.pmap (one replica per local device), and how state
     and batches are placed. Same interface as `sharding.MeshRunner`."""
 
-    def __init__(self, train_step: Callable, eval_step: Callable, axis_name: str = AXIS):
+    def __init__(self, train_step: Callable | None, eval_step: Callable, axis_name: str = AXIS):
+        """`train_step` None: an evaluation-only runner (evaluate.py)."""
         self.axis_name = axis_name
-        self._train = jax.pmap(
+        self._train = train_step and jax.pmap(
             train_step, axis_name=axis_name, in_axes=(0, 0, None), donate_argnums=(0,)
         )
         self._eval = jax.pmap(eval_step, axis_name=axis_name)
