@@ -284,3 +284,5 @@ def test_invalid_mask_shapes_and_configs_raise():
         presets.get("gpt-tiny").replace(positions=RelativeSinusoidalPositions())
     with pytest.raises(ValueError, match="norm.residual"):
         config.replace(norm={"residual": "pre"})
+    with pytest.raises(ValueError, match="scan_layers"):
+        config.replace(scan_layers=True)  # the two-stream stack is not scanned (yet)

@@ -514,6 +514,8 @@ class ModelConfig:
                 "attention.qkv_bias": (att.qkv_bias, False),
                 "attention.out_bias": (att.out_bias, False),
                 "attention.pattern": (att.pattern, ("global",)),
+                "scan_layers": (self.scan_layers, False),
+                "remat": (self.remat, "none"),
             }
             for where, (value, needed) in fixed.items():
                 if value != needed:
