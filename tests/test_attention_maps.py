@@ -72,6 +72,14 @@ def test_sown_weights_equal_numpy(ref):
         np.testing.assert_allclose(got[f"decoder/layer_{i}/cross_attn"], want, atol=2e-6)
         x = ref.layer(cfg, lp, x, causal, enc, cross)
 
+    # A scanned model (params stacked on a `layers` axis) gives the same per-layer maps.
+    scanned = attention_weights(
+        cfg.replace(scan_layers=True), models.stack_layers(params), tgt, source=src
+    )
+    assert [m.name for m in scanned] == [m.name for m in maps]
+    for a, b in zip(scanned, maps, strict=True):
+        np.testing.assert_array_equal(a.weights, b.weights)
+
     # Without a mutable `intermediates` collection nothing is kept: apply returns the logits.
     model = models.build(cfg)
     out = jax.jit(lambda p: model.apply({"params": p}, src[None], tgt[None]))(params)

@@ -39,6 +39,9 @@ def attention_weights(
 
     from transformer_jax import models
 
+    if model_cfg.scan_layers:  # the maps are per layer: run the same weights layer by layer
+        model_cfg = model_cfg.replace(scan_layers=False, remat="none")
+        params = models.unstack_layers(params)
     model = models.build(model_cfg)
     tokens_b = np.asarray(tokens, np.int32)[None]  # [1, T]
     if model_cfg.arch == "encoder_decoder":
