@@ -140,9 +140,8 @@ def attend(
 # from the saved row max and sum, so training memory in the attention is O(T) too.
 # A (query block, key block) pair whose mask is all False is skipped (causal: about half of
 # them; decoding: the unfilled cache). Masks are the same boolean [B or 1, 1, T or 1, S]
-# arrays as everywhere else, read one block at a time. One difference from `attend`, by
-# design: a query row that sees no key at all gives zeros and passes no gradient (attend: the
-# mean of all values); both are arbitrary and no model reads such rows.
+# arrays as everywhere else, read one block at a time. A query row that sees no key at all
+# gives the mean of all values, as in `attend` (its scores are all NEG_INF there).
 Q_BLOCK = 512  # default query block (rows of scores at a time)
 K_BLOCK = 512  # default key block (columns)
 
@@ -228,6 +227,8 @@ def _blockwise_forward(q, k, v, mask, bias, scale, q_block, k_block):
     )
     num_kv, groups = qs.shape[2], qs.shape[3]
 
+    mean_v = jnp.sum(vp, axis=2, dtype=jnp.float32)[:, :, None, None] / s_len  # [B, K, 1, 1, H]
+
     def query_block(args):  # one query block against every key block
         qi, qb = args  # [], [B, K, G, bq, H]
         mask_i = _block(maskp, 3, qi, bq)  # [Bm, 1, 1, bq or 1, S']
@@ -262,6 +263,8 @@ def _blockwise_forward(q, k, v, mask, bias, scale, q_block, k_block):
         )
         (m, den, acc), _ = lax.scan(key_block, init, jnp.arange(nk))
         out = acc / jnp.where(den == 0.0, 1.0, den)[..., None]  # [B, K, G, bq, H]
+        # A row with no visible key (den == 0): uniform weights over the S keys, like attend.
+        out = jnp.where((den == 0.0)[..., None], mean_v, out)
         return out, m, den
 
     out, m, den = lax.map(query_block, (jnp.arange(nq), qs))  # [nq, B, K, G, bq, H], [nq, ...]
@@ -364,6 +367,9 @@ def _blockwise_bwd(scale, q_block, k_block, residuals, d_out):
     dq = dq.transpose(1, 0, 4, 2, 3, 5).reshape(batch, nq * bq, num_heads, head_dim)
     # [nq, B, K, G, bq, H] -> [B, nq, bq, K, G, H] -> [B, T', N, H]
     dq = dq[:, :q_len] * scale  # the scores saw q * scale
+    # Rows with no visible key took the mean of the values: each real key's dv gets dO / S.
+    unseen = jnp.where((den == 0.0)[..., None], do.astype(jnp.float32), 0.0)  # [nq, B, K, G, bq, H]
+    dv = dv + (unseen.sum(axis=(0, 3, 4)) / s_len)[:, :, None, :]  # [B, K, 1, H]
     if dbias is not None:
         dbias = dbias.reshape(dbias.shape[0], num_heads, *dbias.shape[3:])  # [Bb, N, Tb', S']
         dbias = dbias[:, :, : bias.shape[2], :s_len]  # [Bb, N, Tb, S]
@@ -491,7 +497,9 @@ def attention(
             q, k, v, mask, scale=scale, bias=bias, dropout=dropout, deterministic=deterministic
         )
     if impl == "blockwise":
-        return blockwise_attend(q, k, v, mask, scale=scale, bias=bias)
+        return blockwise_attend(
+            q, k, v, mask, scale=scale, bias=bias, q_block=Q_BLOCK, k_block=K_BLOCK
+        )
     if impl == "cudnn" and jax.default_backend() != "gpu":
         raise ValueError(
             f"attention impl='cudnn' needs a GPU; the backend is {jax.default_backend()!r}. "
