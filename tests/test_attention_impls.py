@@ -186,6 +186,7 @@ def test_switch_routes_and_validates():
         assert "custom_vjp_call" not in program(impl), impl
     assert A.resolve_impl("auto", 1, 100_000) == "einsum"  # a decode step
     assert A.resolve_impl("auto", 2048, 2048) == "blockwise"
+    assert A.resolve_impl("auto", 128, 128) == "einsum"
     assert A.resolve_impl("xla", 1, 1) == "xla"
     with pytest.raises(ValueError, match="impl='flash' is not one of"):
         A.attention(q, k, v, mask, impl="flash")

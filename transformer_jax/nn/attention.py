@@ -457,10 +457,13 @@ def xla_attend(
 
 
 def resolve_impl(impl: str, q_len: int, kv_len: int) -> str:
-    """The implementation that `impl` means for these lengths on `platform` (default: JAX's
-    default backend). "auto" picks by the measurements in BENCHMARKS.md (bench/long_context.py):
-    on CPU the einsum path wins while the scores of one query block are small, the blockwise
-    path from AUTO_BLOCKWISE_FROM keys on; on GPU with long keys, cuDNN's fused kernel."""
+    """The implementation that `impl` means for `q_len` queries against `kv_len` keys.
+
+    "auto" follows bench/long_context.py on the 2-core CPU (BENCHMARKS.md, "Long sequences"):
+    training at 4,096 tokens per step, blockwise beat einsum from 512 tokens on and lost at
+    128; one-query decode steps were faster with einsum at the cache sizes measured. No
+    accelerator was measured: the same rule holds on every platform until one is.
+    """
     if impl != "auto":
         return impl
     if q_len == 1 or kv_len < AUTO_BLOCKWISE_FROM:
@@ -468,7 +471,7 @@ def resolve_impl(impl: str, q_len: int, kv_len: int) -> str:
     return "blockwise"
 
 
-AUTO_BLOCKWISE_FROM = 1024  # keys; see resolve_impl and BENCHMARKS.md
+AUTO_BLOCKWISE_FROM = 512  # keys; see resolve_impl
 
 
 def attention(
