@@ -44,6 +44,10 @@ SINUSOIDAL_LAYOUTS = ("interleaved", "halves")
 ROTARY_LAYOUTS = ("half", "interleaved")
 DTYPES = ("float32", "bfloat16")
 REMATS = ("none", "full", "dots")
+# How attention is computed (nn/attention.py): "auto" picks per platform and length; "einsum"
+# the reference path; "blockwise" memory-efficient pure JAX; "xla" jax.nn.dot_product_attention;
+# "cudnn" its cuDNN kernel (GPU only). Same parameters and results for all of them.
+ATTENTION_IMPLS = ("auto", "einsum", "blockwise", "xla", "cudnn")
 
 
 # ------------------------------------------------------------------------------- checks
@@ -116,6 +120,7 @@ class AttentionConfig(_Group):
     # "global" sees every allowed key, "local" only keys q - window < k <= q.
     pattern: tuple[str, ...] = ("global",)
     window: int | None = None  # local layers' window (keys per query, itself included)
+    impl: str = "auto"  # how scores are computed: one of ATTENTION_IMPLS (no parameters)
 
     def __post_init__(self) -> None:
         if isinstance(self.pattern, list):  # JSON and hand-written lists: keep it hashable
@@ -135,6 +140,7 @@ class AttentionConfig(_Group):
                 "whole group of query heads."
             )
         _rate("attention.dropout_rate", self.dropout_rate)
+        _choice("attention.impl", self.impl, ATTENTION_IMPLS)
         if isinstance(self.pattern, str) or not self.pattern:
             _fail("attention.pattern", self.pattern, "must be a non-empty tuple of layer kinds.")
         for kind in self.pattern:

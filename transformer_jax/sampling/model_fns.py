@@ -1,8 +1,11 @@
 """The two functions the loops need from a model: prefill and tokens_to_logits.
 
     prefill(prompts [B, P], lengths [B], cache) -> (logits [B, V], cache)
-        one parallel pass over the right-padded prompt block at positions 0..P-1; returns the
-        logits at each row's last real token (position lengths[b] - 1).
+        parallel passes over the right-padded prompt block at positions 0..P-1, in chunks of
+        at most `prefill_chunk` tokens written into the cache one after the other (a long
+        prompt costs like training: each chunk attends to the filled part of the cache, and
+        only [B, chunk, V] logits exist at a time); returns the logits at each row's last
+        real token (position lengths[b] - 1).
     tokens_to_logits(tokens [B, 1], positions [B, 1], cache) -> (logits [B, 1, V], cache)
 
 Slot j of the cache holds position j and queries see slots <= their position, so the pads'
@@ -18,10 +21,13 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from transformer_jax.sampling.loop import TokensToLogits
 
 Prefill = Callable[[jax.Array, jax.Array, Any], tuple[jax.Array, Any]]
+
+PREFILL_CHUNK = 512  # prompt tokens per cached pass of a decoder-only prefill
 
 
 def _last_real(logits: jax.Array, lengths: jax.Array) -> jax.Array:
@@ -34,16 +40,50 @@ def _prompt_positions(prompts: jax.Array) -> jax.Array:
     return jnp.broadcast_to(jnp.arange(prompts.shape[1]), prompts.shape)  # [B, P]
 
 
-def decoder_only_fns(model: nn.Module, params: Any) -> tuple[Prefill, TokensToLogits]:
-    """(prefill, tokens_to_logits) of a DecoderOnly model."""
+def decoder_only_fns(
+    model: nn.Module, params: Any, prefill_chunk: int = PREFILL_CHUNK
+) -> tuple[Prefill, TokensToLogits]:
+    """(prefill, tokens_to_logits) of a DecoderOnly model; the prefill runs the prompt in
+    chunks of `prefill_chunk` tokens."""
+    if not isinstance(prefill_chunk, int) or prefill_chunk <= 0:
+        raise ValueError(f"prefill_chunk={prefill_chunk!r} must be a positive integer.")
     variables = {"params": params}
 
     def tokens_to_logits(tokens, positions, cache):  # [B, T], [B, T] -> [B, T, V]
         return model.apply(variables, tokens, positions, cache, method="decode")
 
     def prefill(prompts, lengths, cache):
-        logits, cache = tokens_to_logits(prompts, _prompt_positions(prompts), cache)  # [B, P, V]
-        return _last_real(logits, lengths), cache
+        batch, width = prompts.shape
+        if width <= prefill_chunk:
+            logits, cache = tokens_to_logits(prompts, _prompt_positions(prompts), cache)
+            return _last_real(logits, lengths), cache  # logits [B, P, V] -> [B, V]
+        full, rest = divmod(width, prefill_chunk)
+        last = lengths - 1  # [B] position of each row's last real token
+
+        def run(carry, start, size):  # the chunk at positions start .. start + size - 1
+            cache, picked = carry  # picked [B, V]: logits at `last`, once its chunk ran
+            tokens = lax.dynamic_slice_in_dim(prompts, start, size, axis=1)  # [B, C]
+            positions = jnp.broadcast_to(start + jnp.arange(size), (batch, size))  # [B, C]
+            logits, cache = tokens_to_logits(tokens, positions, cache)  # [B, C, V]
+            here = jnp.clip(last - start, 0, size - 1)[:, None, None]  # [B, 1, 1]
+            row = jnp.take_along_axis(logits, here, axis=1)[:, 0]  # [B, V]
+            inside = (last >= start) & (last < start + size)  # [B]
+            return cache, jnp.where(inside[:, None], row, picked)
+
+        vocab = jax.eval_shape(
+            lambda c: tokens_to_logits(prompts[:, :1], _prompt_positions(prompts[:, :1]), c),
+            cache,
+        )[0]  # [B, 1, V] abstract: the logits' width and dtype
+        carry = (cache, jnp.zeros((batch, vocab.shape[-1]), vocab.dtype))
+        carry, _ = lax.scan(
+            lambda c, i: (run(c, i * prefill_chunk, prefill_chunk), None),
+            carry,
+            jnp.arange(full),
+        )
+        if rest:
+            carry = run(carry, full * prefill_chunk, rest)
+        cache, picked = carry
+        return picked, cache
 
     return prefill, tokens_to_logits
 
