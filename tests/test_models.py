@@ -546,8 +546,9 @@ def test_dropout(cfg):
 # ------------------------------------------------------------------------- input errors
 def _trace(cfg, *inputs, method=None, **kwargs):
     model = models.build(cfg)
+    params = params_of(cfg)  # outside the trace: the cache must never keep tracers
     return jax.eval_shape(
-        lambda: model.apply({"params": params_of(cfg)}, *inputs, method=method, **kwargs)
+        lambda: model.apply({"params": params}, *inputs, method=method, **kwargs)
     )
 
 
