@@ -52,7 +52,7 @@ def _setup(preset, objective, lr=3e-3, sgd=False, **kw):
     return cfg, model, state, jax.jit(step)
 
 
-@pytest.mark.slow  # 150 steps per architecture
+@pytest.mark.slow  # 60 steps per architecture
 @pytest.mark.parametrize(
     "preset,objective",
     [("gpt-tiny", "clm"), ("bert-tiny", "mlm_nsp"), ("bart-tiny", "denoise"),
@@ -61,8 +61,10 @@ def _setup(preset, objective, lr=3e-3, sgd=False, **kw):
 def test_each_architecture_overfits_one_batch(preset, objective):
     # T5 / mT5 span corruption (and mBART, Marian, PLBART): test_hf_seq2seq_families.py's
     # test_overfits_one_batch_and_every_parameter_learns, one layer a stack, 60 steps.
-    num_steps = 150
-    cfg, model, state, step = _setup(preset, objective)
+    # Adam at 1e-2 (not the 3e-3 of 150 steps): 60 steps end at loss 1e-4 - 2e-3 (measured),
+    # far under the bound; most of the test's time is compiling the step.
+    num_steps = 60
+    cfg, model, state, step = _setup(preset, objective, lr=1e-2)
     batch = _batch(objective, cfg.vocab_size)
     rng = jax.random.key(1)
     first = None
