@@ -146,7 +146,8 @@ def test_disk_full_during_a_save_exits_74_naming_the_step_and_keeps_earlier_step
     )  # background save's error path: the EIO test below)
     assert out.returncode == 74, out.stderr[-3000:]
     # Ours is the one train.py line (orbax's writer threads log their own tracebacks around it).
-    (line,) = [x for x in out.stderr.splitlines() if x.startswith("train.py:")]
+    # (A thread's message may share the start of the line: the line is taken from "train.py:".)
+    (line,) = [x[x.index("train.py: ") :] for x in out.stderr.splitlines() if "train.py: " in x]
     assert line.startswith(f"train.py: Saving checkpoint step 6 in {ckpt} failed: "), line
     assert "No space left on device" in line
     assert line.endswith("rerun the same command to resume from the latest of them.")
