@@ -307,6 +307,11 @@ class Checkpoints:
             options=options,
         )
         self._lock = threading.Lock()  # orbax manager calls: main thread and save thread
+        # With several processes, saves run on the caller's thread: orbax's barriers are
+        # device collectives, which in a background thread interleave with the train step's
+        # (and the loop's) collectives in a different order on each process: a mismatch
+        # error or a hang.
+        async_save = async_save and jax.process_count() == 1
         self._executor = (
             concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="checkpoint-save")
             if async_save
@@ -414,6 +419,10 @@ class Checkpoints:
                     self._ensure_format_file()
                     if os.path.exists(step_dir):  # an untrusted or corrupt leftover
                         self._move_aside(step, "replaced")
+                if jax.process_count() > 1:  # the others list the steps once it is gone
+                    from jax.experimental import multihost_utils
+
+                    multihost_utils.sync_global_devices(f"transformer_jax:save_{step}")
                 self._manager.reload()
                 self._manager.save(
                     step, args=ocp.args.Composite(state=ocp.args.StandardSave(tree)), force=True
