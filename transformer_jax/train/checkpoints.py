@@ -28,7 +28,8 @@ paths alone), the parameters and every optimizer slot alike, after the checksums
 arrays were verified under their stored paths. A layout this code cannot read is a
 CheckpointMismatchError naming the step, the layout and what to do.
 
-Saves run in one background thread: the state is copied to host on the caller's thread, then
+Saves run in one background thread (one process; with several, on the caller's thread, since
+orbax's barriers are device collectives): the state is copied to host on the caller's thread, then
 the thread writes it with orbax (synchronously, so the rename that finalizes the step is done
 when it returns), writes the manifest, and only then deletes steps beyond `max_to_keep`
 (so a kill at any moment leaves the previous trusted step in place). `wait()` and `close()`
