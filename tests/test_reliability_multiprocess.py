@@ -25,6 +25,7 @@ import types
 import _robustness_util as U
 import pytest
 
+from transformer_jax.train import workdir as wd
 from transformer_jax.train.checkpoints import MANIFEST_FILE, UNTRUSTED_DIR, Checkpoints
 
 pytestmark = [pytest.mark.slow, pytest.mark.serial]  # binds a port; signals; 3 processes
@@ -97,6 +98,7 @@ def test_sigterm_to_one_process_saves_the_same_step_on_both_and_exits_75(runs):
     # allgather) and both save step 3, then exit 75 with the same one line.
     for i, out in enumerate(runs.preempted):
         assert out.returncode == U.EXIT_PREEMPTED, (i, out.stderr[-3000:])
+        assert "Tokenizing and packing" not in out.stderr  # the copied token cache was used
         assert out.stderr.count("Preempted by SIGTERM; state saved at step 3.") == 1, i
         assert "Traceback" not in out.stderr, (i, out.stderr[-3000:])
     status, records, untrusted = runs.after_sigterm
@@ -120,6 +122,10 @@ def test_two_process_resume_equals_the_uninterrupted_run_bitwise(runs):
     step, state = U.load_state(runs.workdir)
     assert step == STEPS
     U.assert_trees_equal(state, U.load_state(runs.straight)[1])  # params, optimizer, step
+    # What sample.py reads (no lock, trusted steps only) from the two-process workdir.
+    _, params, step = wd.load_params(runs.workdir)
+    assert step == STEPS
+    U.assert_trees_equal(params, state["params"])
 
 
 def test_untrusted_step_is_moved_aside_once_and_saved_again_by_both_processes(runs):
