@@ -111,6 +111,7 @@ def test_two_process_resume_equals_the_uninterrupted_run_bitwise(runs):
     for i, out in enumerate(runs.resumed):
         assert out.returncode == 0, (i, out.stderr[-3000:])
         assert f"Resumed from step 3 in {runs.workdir}/checkpoints" in out.stderr, i
+        assert "Traceback" not in out.stderr, (i, out.stderr[-3000:])
     steps = [r["step"] for r in U.records(runs.workdir) if r["split"] == "train"]
     assert steps == list(range(1, STEPS + 1))  # steps 1-3 from the first run, 4-6 resumed
     assert U.train_losses(runs.workdir) == U.train_losses(runs.straight)
