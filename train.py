@@ -4,12 +4,13 @@ With no --config the default recipe configs/gpt_tiny.py runs. A rerun with the s
 resumes from its latest intact checkpoint (finalized by orbax and matching its checksums).
 Exit codes: 0 done; 1 unexpected error (pending checkpoint saves are finished first); 2
 invalid config or input, in one line naming the field or path (a bad or unknown field or flag,
-a workdir that is a file or not writable, a workdir another train.py holds (WORKDIR/train.lock),
-a dataset that is not prepared, a checkpoint that does not fit the config or is corrupt, a
-checkpoint too large for this machine's memory); 3 non-finite loss/gradient; 74 a checkpoint
-save failed (disk full, I/O error: the step and the error are named; earlier checkpoints stay
-trusted); 75 preempted by SIGTERM or interrupted by Ctrl-C (state saved: rerun to resume); 130
-a second Ctrl-C during that save (exits at once; the checkpoints saved before are intact).
+a --config file that cannot be loaded: its file, line and error; a workdir that is a file or
+not writable, a workdir another train.py holds (WORKDIR/train.lock), a dataset that is not
+prepared, a checkpoint that does not fit the config or is corrupt, a checkpoint too large for
+this machine's memory); 3 non-finite loss/gradient; 74 a checkpoint save failed (disk full,
+I/O error: the step and the error are named; earlier checkpoints stay trusted); 75 preempted
+by SIGTERM or interrupted by Ctrl-C (state saved: rerun to resume); 130 a second Ctrl-C
+during that save (exits at once; the checkpoints saved before are intact).
 
 Multi-process (one process per host): --coordinator_address HOST:PORT --num_processes N
 --process_id I; on CPU add --cpu_collectives=gloo.
@@ -33,14 +34,32 @@ FLAGS = flags.FLAGS
 EXIT_INVALID, EXIT_NONFINITE, EXIT_SAVE_FAILED, EXIT_PREEMPTED = 2, 3, 74, 75
 
 
-def _recipe_path(argv: list[str]) -> str:
-    """The --config file named on the command line (without ml_collections' ':args')."""
+def _recipe_spec(argv: list[str]) -> str:
+    """The --config value on the command line (a file, maybe with ml_collections' ':ARG')."""
     for i, arg in enumerate(argv):
         if arg.startswith("--config="):
-            return arg.split("=", 1)[1].split(":")[0]
+            return arg.split("=", 1)[1]
         if arg == "--config" and i + 1 < len(argv):
-            return argv[i + 1].split(":")[0]
+            return argv[i + 1]
     return _DEFAULT_CONFIG
+
+
+def _recipe_path(argv: list[str]) -> str:
+    """The --config file named on the command line (without ml_collections' ':ARG')."""
+    return _recipe_spec(argv).split(":")[0]
+
+
+def _bad_recipe(argv: list[str]) -> int | None:
+    """If the --config file cannot be loaded (a syntax error, an exception at import or in
+    get_config(), no get_config()), prints one line naming the file, the line and the error,
+    and returns exit code 2; else None."""
+    from transformer_jax.train.recipe import load_problem
+
+    problem = load_problem(_recipe_spec(argv))
+    if problem is None:
+        return None
+    print(f"train.py: invalid --config: {problem}", file=sys.stderr)
+    return EXIT_INVALID
 
 
 def _bad_override(argv: list[str], error: Exception) -> int:
@@ -84,9 +103,14 @@ flags.mark_flag_as_required("workdir")
 
 def _parse_flags(argv: list[str]) -> list[str]:
     try:
-        return FLAGS(argv)
-    except (AttributeError, KeyError, TypeError, ValueError, flags.Error) as e:
-        sys.exit(_bad_override(argv, e))
+        return FLAGS(argv)  # loads the --config file (its errors come out here)
+    except Exception as e:  # noqa: BLE001 - whatever a recipe file raises
+        code = _bad_recipe(argv)
+        if code is not None:
+            sys.exit(code)
+        if isinstance(e, (AttributeError, KeyError, TypeError, ValueError, flags.Error)):
+            sys.exit(_bad_override(argv, e))
+        raise
 
 
 def main(argv: list[str]) -> int:
@@ -94,6 +118,9 @@ def main(argv: list[str]) -> int:
     try:  # ml_collections defers a recipe that failed to load to its first use
         FLAGS.config.keys()
     except Exception as e:  # noqa: BLE001 - any failure to load the recipe file
+        code = _bad_recipe(sys.argv)
+        if code is not None:
+            return code
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
         print(
             f"train.py: invalid --config {_recipe_path(sys.argv)!r}: could not be loaded "

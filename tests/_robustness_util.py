@@ -33,6 +33,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_PY = os.path.join(ROOT, "train.py")
@@ -228,6 +230,73 @@ def train(
     )
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def train_processes(
+    workdir: str,
+    flags: list[str],
+    faults: list[dict | None],
+    *,
+    devices: int = 1,
+    timeout: int = TIMEOUT,
+) -> list[subprocess.CompletedProcess]:
+    """One train.py run of len(faults) processes (jax.distributed on 127.0.0.1 with gloo
+    collectives, `devices` CPU devices each); process i runs through the fault runner when
+    faults[i] is given. A hang kills every process and fails with their output."""
+    port = free_port()
+    procs = []
+    for i, fault in enumerate(faults):
+        prefix = [sys.executable, TRAIN_PY] if fault is None else [
+            sys.executable, RUNNER, json.dumps(fault),
+        ]  # fmt: skip
+        distributed = [
+            f"--coordinator_address=127.0.0.1:{port}", f"--num_processes={len(faults)}",
+            f"--process_id={i}", "--cpu_collectives=gloo",
+        ]  # fmt: skip
+        procs.append(
+            subprocess.Popen(
+                [*prefix, f"--workdir={workdir}", *flags, *distributed],
+                env=env(devices),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                cwd=ROOT,
+            )
+        )
+    outputs: dict[int, tuple[str, str]] = {}
+    readers = [
+        threading.Thread(target=lambda i=i, p=p: outputs.__setitem__(i, p.communicate()))
+        for i, p in enumerate(procs)
+    ]
+    for reader in readers:
+        reader.start()
+    deadline, failed_at = time.monotonic() + timeout, None
+    while any(p.poll() is None for p in procs):
+        now = time.monotonic()
+        if failed_at is None and any(p.poll() not in (None, 0) for p in procs):
+            failed_at = now  # the others get a while to exit too, then count as hung
+        if now > deadline or (failed_at is not None and now > failed_at + 30):
+            for p in procs:
+                p.kill()
+            for reader in readers:
+                reader.join()
+            tails = [f"process {i} (exit {p.returncode}): {outputs[i][1][-2000:]}"
+                     for i, p in enumerate(procs)]  # fmt: skip
+            raise AssertionError("processes hung; their stderr:\n" + "\n".join(tails))
+        time.sleep(0.1)
+    for reader in readers:
+        reader.join()
+    return [
+        subprocess.CompletedProcess(p.args, p.returncode, *outputs[i]) for i, p in enumerate(procs)
+    ]
+
+
 def copy_workdir(src: str, dst: str, *, checkpoints: bool | list[int] = False) -> str:
     """A workdir sharing `src`'s tokenizer, TFDS build and token cache (so no preparation
     reruns); with `checkpoints`, also its checkpoints (all, or only the listed steps)."""
@@ -384,8 +453,6 @@ def _install(faults: dict) -> None:
         data.make_datasets = patched_make_datasets
 
     if "slow_save" in faults:
-        import time
-
         write = checkpoints.Checkpoints._write
 
         def slow_write(self, step, tree):
@@ -398,8 +465,6 @@ def _install(faults: dict) -> None:
         _install_save_kill(*faults["kill_in_save"], checkpoints)
 
     if "sigint_in_save" in faults:
-        import time
-
         digests = checkpoints.file_digests
 
         def interrupted_digests(step_dir):

@@ -79,6 +79,71 @@ def test_unknown_config_override_exits_2_with_one_line():
     assert "closest known names: learning_rate," in lines[0]
 
 
+RECIPE_HINT = "give a recipe file (see configs/gpt_tiny.py)"
+RECIPES = {  # file text -> the one line train.py prints after "invalid --config: "
+    "syntax": (
+        "import ml_collections\n\ndef get_config():\n    c = ml_collections.ConfigDict(\n"
+        "    return c\n",
+        "{path}, line 4: SyntaxError: '(' was never closed",
+    ),
+    "indentation": (
+        "def get_config():\nreturn 1\n",
+        "{path}, line 2: IndentationError: expected an indented block after function "
+        "definition on line 1",
+    ),
+    "raises_at_import": (
+        "import ml_collections\nX = 1\nraise RuntimeError('no data folder')\n",
+        "{path}, line 3 (at import): RuntimeError: no data folder",
+    ),
+    "no_get_config": (
+        "import ml_collections\n\ndef get_conf():\n    return ml_collections.ConfigDict()\n",
+        "{path} defines no get_config() function; a recipe returns its "
+        "ml_collections.ConfigDict from get_config() (see configs/gpt_tiny.py)",
+    ),
+    "get_config_raises": (
+        "def get_config():\n    rate = 1e-3\n    return {'lr': rate}['learning_rate']\n",
+        "{path}, line 3 (in get_config()): KeyError: 'learning_rate'",
+    ),
+    "returns_none": (
+        "def get_config():\n    pass\n",
+        "{path}: get_config() returned NoneType, not an ml_collections.ConfigDict "
+        "(see configs/gpt_tiny.py)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RECIPES))
+def test_a_recipe_that_cannot_load_is_one_line_naming_the_file_line_and_error(tmp_path, case):
+    from transformer_jax.train.recipe import load_problem
+
+    text, expected = RECIPES[case]
+    path = tmp_path / f"{case}.py"
+    path.write_text(text)
+    assert load_problem(str(path)) == expected.format(path=path)
+    assert load_problem(os.path.join(U.ROOT, "configs", "gpt_tiny.py")) is None
+    missing = load_problem(str(tmp_path / "nope.py"))
+    assert missing == f"{str(tmp_path / 'nope.py')!r} does not exist; " + RECIPE_HINT
+
+
+@pytest.mark.slow  # a subprocess
+def test_recipe_with_a_syntax_error_exits_2_with_one_line(tmp_path):
+    """train.py itself: ml_collections runs the file while absl parses the flags."""
+    text, expected = RECIPES["syntax"]
+    path = tmp_path / "bad.py"
+    path.write_text(text)
+    out = subprocess.run(
+        [sys.executable, U.TRAIN_PY, f"--config={path}", f"--workdir={tmp_path / 'w'}"],
+        env=U.env(),
+        capture_output=True,
+        text=True,
+        timeout=U.TIMEOUT,
+        cwd=U.ROOT,
+    )
+    assert out.returncode == U.EXIT_INVALID, out.stderr
+    assert out.stderr == f"train.py: invalid --config: {expected.format(path=path)}\n"
+    assert not (tmp_path / "w").exists()
+
+
 # ----------------------------------------------------------------------------- paths
 
 

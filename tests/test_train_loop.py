@@ -1,16 +1,13 @@
 """train_and_evaluate end to end: a translation run through the project's parallel-text TFDS
-builder, the workdir layout, and two processes (jax.distributed on 127.0.0.1 with gloo)
-training exactly like one process on the same global batch."""
+builder and the workdir layout. Two processes (jax.distributed on 127.0.0.1 with gloo)
+training exactly like one process: tests/test_reliability_multiprocess.py."""
 
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 
-import _robustness_util as U
-import jax
 import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -20,7 +17,6 @@ from transformer_jax.eval import report
 from transformer_jax.train import default_config, train_and_evaluate
 from transformer_jax.train import workdir as wd
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SACREBLEU = os.path.join(os.path.dirname(sys.executable), "sacrebleu")  # the venv's command line
 WORDS = [
     "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet",
@@ -134,89 +130,3 @@ def _sacrebleu(reference: str, hypotheses: str) -> tuple[float, float]:
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     return tuple(json.loads(cli.stdout))  # -b with two metrics: a JSON list of the scores
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _train_cmd(workdir, data_files, batch, steps, extra=()):
-    return [
-        sys.executable, os.path.join(ROOT, "train.py"),
-        f"--workdir={workdir}",
-        "--config.dataset=text_files", f"--config.train_files={data_files[0]}",
-        f"--config.eval_files={data_files[1]}",
-        "--config.vocab_size=512", "--config.max_length=32",
-        f"--config.per_device_batch_size={batch}", "--config.eval_batch_size=4",
-        f"--config.num_train_steps={steps}", "--config.log_every_steps=1",
-        f"--config.eval_every_steps={steps}", f"--config.checkpoint_every_steps={steps}",
-        "--config.model_overrides.dropout_rate=0.0", "--config.progress_bar=False",
-        "--config.num_eval_batches=2", "--config.async_checkpoints=False",
-        "--config.peak_flops=1e12",  # skips the start-up matmul measurement (seconds on CPU)
-        # The robustness tests' tiny model (_robustness_util.config_fields): cheap to compile.
-        "--config.model_overrides.d_model=64", "--config.model_overrides.num_heads=4",
-        "--config.model_overrides.d_ff=128", "--config.model_overrides.num_layers=2",
-        *extra,
-    ]  # fmt: skip
-
-
-def _losses(workdir):
-    records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
-    return {r["step"]: r["loss"] for r in records if r["split"] == "train"}
-
-
-@pytest.fixture(scope="module")
-def ref(tmp_path_factory):
-    return U.reference(tmp_path_factory)
-
-
-@pytest.mark.slow
-@pytest.mark.serial  # binds a port; two processes exchange collectives
-def test_two_processes_train_like_one(ref):
-    # Both runs start from copies of the reference workdir: its corpus, tokenizer and token
-    # cache (the data is prepared once per test run; the point here is the collectives).
-    env = dict(os.environ, XLA_FLAGS=U.xla_flags(1), JAX_PLATFORMS="cpu")
-    single = ref.new_workdir("single")
-    out = subprocess.run(
-        _train_cmd(single, ref.corpus, 8, 4), env=env, capture_output=True, text=True, timeout=400
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "Tokenizing and packing" not in out.stderr  # the copied token cache was used
-
-    multi = ref.new_workdir("multi")
-    port = _free_port()
-    procs = [
-        subprocess.Popen(
-            _train_cmd(
-                multi,
-                ref.corpus,
-                4,
-                4,
-                [
-                    f"--coordinator_address=127.0.0.1:{port}",
-                    "--num_processes=2",
-                    f"--process_id={i}",
-                    "--cpu_collectives=gloo",
-                ],
-            ),
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        for i in range(2)
-    ]
-    results = [p.communicate(timeout=400) for p in procs]
-    for p, (_, err) in zip(procs, results, strict=True):
-        assert p.returncode == 0, err[-3000:]
-
-    one, two = _losses(single), _losses(multi)
-    assert sorted(one) == sorted(two) == [1, 2, 3, 4]
-    for step in one:
-        assert two[step] == pytest.approx(one[step], rel=1e-5), step
-    _, p1, _ = wd.load_params(str(single))
-    _, p2, _ = wd.load_params(str(multi))
-    for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p2), strict=True):
-        np.testing.assert_allclose(a, b, atol=1e-5)

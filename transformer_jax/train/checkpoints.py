@@ -28,7 +28,8 @@ paths alone), the parameters and every optimizer slot alike, after the checksums
 arrays were verified under their stored paths. A layout this code cannot read is a
 CheckpointMismatchError naming the step, the layout and what to do.
 
-Saves run in one background thread: the state is copied to host on the caller's thread, then
+Saves run in one background thread (one process; with several, on the caller's thread, since
+orbax's barriers are device collectives): the state is copied to host on the caller's thread, then
 the thread writes it with orbax (synchronously, so the rename that finalizes the step is done
 when it returns), writes the manifest, and only then deletes steps beyond `max_to_keep`
 (so a kill at any moment leaves the previous trusted step in place). `wait()` and `close()`
@@ -307,6 +308,11 @@ class Checkpoints:
             options=options,
         )
         self._lock = threading.Lock()  # orbax manager calls: main thread and save thread
+        # With several processes, saves run on the caller's thread: orbax's barriers are
+        # device collectives, which in a background thread interleave with the train step's
+        # (and the loop's) collectives in a different order on each process: a mismatch
+        # error or a hang.
+        async_save = async_save and jax.process_count() == 1
         self._executor = (
             concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="checkpoint-save")
             if async_save
@@ -414,6 +420,10 @@ class Checkpoints:
                     self._ensure_format_file()
                     if os.path.exists(step_dir):  # an untrusted or corrupt leftover
                         self._move_aside(step, "replaced")
+                if jax.process_count() > 1:  # the others list the steps once it is gone
+                    from jax.experimental import multihost_utils
+
+                    multihost_utils.sync_global_devices(f"transformer_jax:save_{step}")
                 self._manager.reload()
                 self._manager.save(
                     step, args=ocp.args.Composite(state=ocp.args.StandardSave(tree)), force=True

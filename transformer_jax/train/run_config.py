@@ -96,7 +96,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.bleu_beam_size = 4
     c.checkpoint_every_steps = 200
     c.keep_checkpoints = 3  # newest trusted checkpoints kept (older ones are deleted)
-    c.async_checkpoints = True  # write checkpoints in a background thread
+    c.async_checkpoints = True  # write checkpoints in a background thread (one process only)
     # A checkpoint whose files or arrays fail their sha256 check on resume: 'fallback' resumes
     # from the previous intact one (with a warning); 'fail' stops (train.py exit code 2).
     c.corrupt_checkpoint = "fallback"
