@@ -325,7 +325,10 @@ def _train(config, workdir: str, data, guard: _SigtermGuard) -> dict[str, Any]:
         # Shapes and dtypes only: a checkpoint is checked against them before any compute.
         abstract = jax.eval_shape(init_state)
         latest, state = _before_training(
-            ckpt.restore_latest, abstract, on_corrupt=config.corrupt_checkpoint
+            ckpt.restore_latest,
+            abstract,
+            on_corrupt=config.corrupt_checkpoint,
+            shardings=_state_shardings(config, model_cfg, abstract),
         )
         if latest is None and init_from is not None:
             state = _before_training(_init_from_state, init_from, hf_params, abstract, tx)
@@ -355,6 +358,17 @@ def _train(config, workdir: str, data, guard: _SigtermGuard) -> dict[str, Any]:
             ckpt.close()  # waits for the pending save on every exit path
         finally:
             writer.close()
+
+
+def _state_shardings(config, model_cfg, abstract):
+    """Mesh mode: where each state array lives (a sharded checkpoint is read straight into
+    it, each process reading only its shards); pmap mode: None."""
+    if config.get("parallelism", "pmap") == "pmap":
+        return None
+    from transformer_jax.train import sharding
+
+    mesh = sharding.make_mesh(**config.mesh.to_dict())
+    return sharding.state_shardings(abstract, sharding.param_shardings(model_cfg, mesh), mesh)
 
 
 def _make_runner(config, model_cfg, train_step, eval_step, abstract):
@@ -461,8 +475,9 @@ def _run(
         flush()  # raises before a non-finite state could be saved
         if last_saved != step:
             # Copied to host inside save (after the previous save finished), before the next
-            # step donates these buffers; written in the background.
-            ckpt.save(step, runner.single(replicated))
+            # step donates these buffers; written in the background. Mesh mode: the sharded
+            # state as it is (each process copies and writes only its own shards).
+            ckpt.save(step, replicated if mesh_mode else runner.single(replicated))
             last_saved = step
 
     def preempt(step: int) -> None:
