@@ -3,7 +3,8 @@
 Layout of DIR (= WORKDIR/checkpoints):
 
     DIR/<step>/                 orbax: state/, _CHECKPOINT_METADATA, commit_success.txt
-    DIR/<step>/checksums.json   ours: sha256 of every file of the step and of every array
+    DIR/<step>/checksums.json   ours: sha256 of every file of the step and (host saves) of
+                                every array
     DIR/checksums_format.json   ours: written before the first save of this code
     DIR/untrusted/              step directories moved aside (never deleted by this code)
 
@@ -33,6 +34,14 @@ the thread writes it with orbax (synchronously, so the rename that finalizes the
 when it returns), writes the manifest, and only then deletes steps beyond `max_to_keep`
 (so a kill at any moment leaves the previous trusted step in place). `wait()` and `close()`
 join the thread and re-raise its errors; the trainer calls `close()` on every exit path.
+
+Sharded states (mesh mode: `is_sharded`) are never gathered: orbax's async save copies each
+process's own shards to its host and returns, every process writes its part, and the thread
+waits for orbax to finalize the step (after all processes finished) before the primary
+writes the manifest: the sha256 of every file, all processes' files included, and each
+array's shape and dtype without a whole-array hash (`"sharded": true`). Such a step is read
+back with the target shardings when given (each process reads only its shards, on any mesh
+or device count), else as numpy arrays; host (pmap-mode) saves are written as before.
 """
 
 from __future__ import annotations
