@@ -9,7 +9,8 @@
 3. The sharded state saved at step 1 (orbax, shard by shard, async while step 2 donates its
    buffers) resumes on a mesh (4, 2, 1) in the other layer layout (unscanned) and on one
    device: step 2 gives the same loss as the uninterrupted runs. Read straight onto another
-   mesh in its own layout, every array has the target sharding and the saved values.
+   mesh in its own layout, every array has the target sharding and the saved values. A
+   sharded save that fails before its manifest is a CheckpointSaveError, never trusted.
 4. hf.load(mesh=) places every tensor of a Hugging Face fixture in the rules' sharding with
    the values of the unsharded load, bit for bit; greedy `generate` with those sharded
    params gives the tokens of the unsharded params.
@@ -155,9 +156,32 @@ for (path, a), b, want_sharding in zip(
     assert a.sharding == want_sharding, (path, a.sharding, want_sharding)
     np.testing.assert_array_equal(np.asarray(a), b, err_msg=str(path))
 
-# 4. hf.load onto the 2x2x2 mesh == the unsharded load; sharded greedy decoding.
+# Crash safety of sharded saves: a save that fails before its manifest (here: while the
+# file digests are computed) raises CheckpointSaveError and is never trusted; saving that
+# step again moves the leftover to untrusted/, and retention keeps the newest step only.
 import os  # noqa: E402
 
+from transformer_jax.train import checkpoints as C  # noqa: E402
+
+ck = Checkpoints(tempfile.mkdtemp(), async_save=True, max_to_keep=1)
+ck.save(1, ms)
+ck.wait()
+digests = C.file_digests
+C.file_digests = lambda step_dir: (_ for _ in ()).throw(OSError(28, "No space left on device"))
+ck.save(2, ms)
+try:
+    ck.wait()
+    raise AssertionError("the failed sharded save did not raise")
+except C.CheckpointSaveError as e:
+    assert "step 2" in str(e) and "No space left on device" in str(e), e
+C.file_digests = digests
+assert ck.step_status() == {1: "trusted", 2: "no_manifest"} and ck.latest_step() == 1
+ck.save(2, ms)
+ck.close()
+assert ck.step_status() == {2: "trusted"}, ck.step_status()
+assert os.listdir(os.path.join(ck.directory, C.UNTRUSTED_DIR))[0].startswith("2-replaced")
+
+# 4. hf.load onto the 2x2x2 mesh == the unsharded load; sharded greedy decoding.
 from transformer_jax import hf  # noqa: E402
 from transformer_jax.sampling import generate  # noqa: E402
 
