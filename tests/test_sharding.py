@@ -1,7 +1,9 @@
 """Mesh mode (transformer_jax.train.sharding), scan over layers and rematerialisation.
 
 The mesh checks need 8 devices, fixed when JAX starts: tests/_mesh_checks.py runs them in one
-subprocess (mesh step == pmap step, shard shapes from the rules table, resharded resume).
+subprocess (mesh step == pmap step, shard shapes from the rules table, resharded resume,
+sharded checkpoints, hf.load onto a mesh); tests/_multihost_worker.py runs as 2 processes x 4
+devices (multi-host training and a sharded checkpoint written by both).
 The rest run here on one device: scanned == unscanned (logits, gradients, cached decoding),
 remat changes nothing, the layout conversions, the checkpoint relayout, and bad inputs."""
 
@@ -220,9 +222,10 @@ def test_checkpoint_restores_into_the_other_layer_layout(tmp_path):
 def test_two_processes_train_save_sharded_and_match_one_process(tmp_path):
     """2 processes x 4 CPU devices (gloo): mesh steps with each process feeding its own rows
     equal the same steps on one device; the sharded checkpoint (each process wrote its shards,
-    async, before the next step donated them) reads back on one device as the reference state
-    after that step, and resumes in place on the mesh; its manifest covers both processes'
-    files and catches a changed byte."""
+    async, before the next step donated them; a killed save's leftover of that step moved
+    aside first) reads back on one device as the reference state after that step, and
+    resumes in place on the mesh; its manifest covers both processes' files and catches a
+    changed byte."""
     import json
     import socket
 
@@ -233,6 +236,9 @@ def test_two_processes_train_save_sharded_and_match_one_process(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    leftover = tmp_path / "checkpoints" / str(W.SAVE_AT)  # a killed save's: moved aside
+    leftover.mkdir(parents=True)
+    (leftover / "half-written").write_bytes(b"x")
     worker = os.path.join(HERE, "_multihost_worker.py")
     procs = [
         subprocess.Popen(
@@ -271,6 +277,8 @@ def test_two_processes_train_save_sharded_and_match_one_process(tmp_path):
         jax.tree_util.tree_flatten_with_path(saved)[0], jax.tree.leaves(restored), strict=True
     ):
         np.testing.assert_allclose(np.asarray(b), a, atol=1e-5, err_msg=str(path))
+    (moved,) = os.listdir(directory / "untrusted")
+    assert moved.startswith(f"{W.SAVE_AT}-replaced") and ckpt.trusted_steps() == [W.SAVE_AT]
     manifest = json.loads((directory / str(W.SAVE_AT) / "checksums.json").read_text())
     assert manifest["sharded"] and not any("sha256" in a for a in manifest["arrays"])
     shards = sorted(f for f in manifest["files"] if "/ocdbt.process_1/d/" in f)

@@ -427,6 +427,10 @@ class Checkpoints:
         try:
             with self._lock:
                 self._prepare_step_dir(step)
+                if jax.process_count() > 1:  # no process lists a leftover the primary moved
+                    from jax.experimental import multihost_utils
+
+                    multihost_utils.sync_global_devices(f"transformer_jax:save_{step}")
                 manager = self._sharded_manager()
                 manager.reload()
                 manager.save(
