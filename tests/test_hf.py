@@ -277,6 +277,30 @@ def test_dtype_bf16_kept_or_cast(loaded, tmp_path):
     assert cast["token_embed"]["embedding"].dtype == np.float32
 
 
+def test_load_onto_a_mesh_reads_the_mapped_files(loaded, tmp_path):
+    """hf.load(mesh=) builds each parameter from views of the memory-mapped file(s): the
+    plain load's values and dtypes (bf16 kept or cast, across shard files), as jax.Arrays; a
+    tied copy that differs is still refused. (Sharding over 8 devices: _mesh_checks.py.)"""
+    from transformer_jax.train import sharding
+
+    mesh = sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1])
+    config, params, _ = loaded["bert_mlm"]
+    hf.save(config, params, str(tmp_path / "bf16"), dtype="bfloat16", max_shard_size=20_000)
+    assert len(list((tmp_path / "bf16").glob("model-*.safetensors"))) > 1
+    for dtype in (None, np.float32):
+        _, want = hf.load(str(tmp_path / "bf16"), dtype=dtype)
+        _, got = hf.load(str(tmp_path / "bf16"), dtype=dtype, mesh=mesh)
+        for (path, a), b in zip(
+            jax.tree_util.tree_leaves_with_path(want), jax.tree.leaves(got), strict=True
+        ):
+            assert isinstance(b, jax.Array) and b.dtype == a.dtype, (path, b.dtype, a.dtype)
+            assert np.array_equal(np.asarray(b), a), path
+    d = _copy(tmp_path)
+    _edit_tensors(d, lambda t: t.update({"lm_head.weight": np.zeros((300, 24), "f4")}))
+    with pytest.raises(ValueError, match=r"'lm_head\.weight' should be a tied copy"):
+        hf.load(str(d), mesh=mesh)
+
+
 def test_sharded_checkpoint(loaded, tmp_path):
     src = fixture_dir("gpt2")
     with safe_open(os.path.join(src, "model.safetensors"), "numpy") as f:

@@ -1,7 +1,9 @@
 """Mesh mode (transformer_jax.train.sharding), scan over layers and rematerialisation.
 
 The mesh checks need 8 devices, fixed when JAX starts: tests/_mesh_checks.py runs them in one
-subprocess (mesh step == pmap step, shard shapes from the rules table, resharded resume).
+subprocess (mesh step == pmap step, shard shapes from the rules table, resharded resume,
+sharded checkpoints, hf.load onto a mesh); tests/_multihost_worker.py runs as 2 processes x 4
+devices (multi-host training and a sharded checkpoint written by both).
 The rest run here on one device: scanned == unscanned (logits, gradients, cached decoding),
 remat changes nothing, the layout conversions, the checkpoint relayout, and bad inputs."""
 
@@ -215,3 +217,75 @@ def test_checkpoint_restores_into_the_other_layer_layout(tmp_path):
     with pytest.raises(CheckpointMismatchError):
         ckpt2.restore(4, other)
 
+
+@pytest.mark.slow
+def test_two_processes_train_save_sharded_and_match_one_process(tmp_path):
+    """2 processes x 4 CPU devices (gloo): mesh steps with each process feeding its own rows
+    equal the same steps on one device; the sharded checkpoint (each process wrote its shards,
+    async, before the next step donated them; a killed save's leftover of that step moved
+    aside first) reads back on one device as the reference state after that step, and
+    resumes in place on the mesh; its manifest covers both processes' files and catches a
+    changed byte."""
+    import json
+    import socket
+
+    import _multihost_worker as W
+
+    from transformer_jax.train.checkpoints import CheckpointCorruptError
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    leftover = tmp_path / "checkpoints" / str(W.SAVE_AT)  # a killed save's: moved aside
+    leftover.mkdir(parents=True)
+    (leftover / "half-written").write_bytes(b"x")
+    worker = os.path.join(HERE, "_multihost_worker.py")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, worker, str(i), str(port), str(tmp_path)],
+            env=U.env(devices=4),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for i in range(2)
+    ]
+    try:
+        outs = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, (out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0 and out.strip().endswith("OK"), err[-3000:]
+    got = json.loads((tmp_path / "losses.json").read_text())
+
+    # The same steps on this process's one device, on whole global batches.
+    step = jax.jit(W.train_step())
+    state, losses, rng = W.init_state(), [], jax.random.key(1)
+    for i in range(W.STEPS):
+        state, m = step(state, W.batch(i), rng)
+        losses.append(float(m["loss"]))
+        if i + 1 == W.SAVE_AT:
+            saved = jax.device_get(state)
+    np.testing.assert_allclose(got["losses"], losses, rtol=1e-5)
+    assert got["resumed"] == got["losses"][W.SAVE_AT :]  # bitwise: the same state and step
+
+    directory = tmp_path / "checkpoints"
+    ckpt = Checkpoints(str(directory), async_save=False)
+    restored = ckpt.restore(W.SAVE_AT, jax.eval_shape(W.init_state))  # 8 devices -> 1
+    for (path, a), b in zip(
+        jax.tree_util.tree_flatten_with_path(saved)[0], jax.tree.leaves(restored), strict=True
+    ):
+        np.testing.assert_allclose(np.asarray(b), a, atol=1e-5, err_msg=str(path))
+    (moved,) = os.listdir(directory / "untrusted")
+    assert moved.startswith(f"{W.SAVE_AT}-replaced") and ckpt.trusted_steps() == [W.SAVE_AT]
+    manifest = json.loads((directory / str(W.SAVE_AT) / "checksums.json").read_text())
+    assert manifest["sharded"] and not any("sha256" in a for a in manifest["arrays"])
+    shards = sorted(f for f in manifest["files"] if "/ocdbt.process_1/d/" in f)
+    assert shards and any("/ocdbt.process_0/d/" in f for f in manifest["files"])
+    path = directory / str(W.SAVE_AT) / shards[0]
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointCorruptError, match=f"file {shards[0]} does not match"):
+        ckpt.restore(W.SAVE_AT, jax.eval_shape(W.init_state))

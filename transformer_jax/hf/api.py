@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -87,7 +88,39 @@ def check_fits_memory(
         )
 
 
-def load(directory: str, dtype: Any = np.float32) -> tuple[ModelConfig, dict[str, Any]]:
+def _placer(config: ModelConfig, heads: bool, mesh: Any) -> Callable:
+    """place(path, value, dtype) -> a jax.Array in the parameter's sharding on `mesh`
+    (`sharding.RULES`), built from the slices of `value` that this process's devices hold."""
+    from transformer_jax.train import sharding
+
+    shardings = {
+        tuple(str(k.key) for k in path): s
+        for path, s in jax.tree_util.tree_flatten_with_path(
+            sharding.param_shardings(config, mesh, heads=heads)
+        )[0]
+    }
+
+    def place(path: tuple[str, ...], value: np.ndarray, dtype: Any) -> jax.Array:
+        def shard(index: tuple[slice, ...]) -> np.ndarray:
+            part = np.asarray(value[index])  # [shard shape]: only these bytes are read
+            return np.ascontiguousarray(part if dtype is None else part.astype(dtype))
+
+        return jax.make_array_from_callback(value.shape, shardings[path], shard)
+
+    return place
+
+
+def _place_all(config: ModelConfig, params: Any, mesh: Any) -> Any:
+    """A host tree of parameters -> jax.Arrays in their shardings on `mesh`."""
+    place = _placer(config, _has_heads(config, params), mesh)
+    return jax.tree_util.tree_map_with_path(
+        lambda path, x: place(tuple(str(k.key) for k in path), x, None), params
+    )
+
+
+def load(
+    directory: str, dtype: Any = np.float32, *, mesh: Any = None
+) -> tuple[ModelConfig, dict[str, Any]]:
     """(ModelConfig, params) from a Hugging Face directory (config.json + safetensors).
 
     Params are a nested dict of NumPy arrays in the structure of
@@ -98,22 +131,33 @@ def load(directory: str, dtype: Any = np.float32) -> tuple[ModelConfig, dict[str
     backbone (`heads=False`) for BertModel / GPT2Model / BartModel.
     `dtype`: float32 by default; None keeps the stored dtype (bf16, fp16); any other casts.
     A directory in this library's own format (own_format.py) reads back as it was saved.
+
+    `mesh` (a `jax.sharding.Mesh` with axes data/fsdp/tensor, `sharding.make_mesh`): each
+    parameter becomes a jax.Array in its sharding by `sharding.RULES` (per-layer layout),
+    built with `jax.make_array_from_callback` from the memory-mapped safetensors file, so a
+    process reads only the slices its devices hold and no host holds the whole model (a
+    transform that reorders a tensor, e.g. a fused qkv split, copies that one tensor).
     """
     hf_config = files.read_config(directory)
     where = f"{directory}/{files.CONFIG}"
     if hf_config.get("model_type") == own_format.MODEL_TYPE:
-        return own_format.load(directory, hf_config, dtype)
+        config, params = own_format.load(directory, hf_config, dtype)
+        if mesh is None:
+            return config, params
+        return config, _place_all(config, params, mesh)  # (read whole, then placed)
     family = family_of(hf_config, where)
     heads = family.HF_ARCHITECTURES[_architecture(family, hf_config, where)]
     try:
         config = family.from_hf_config(hf_config)
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from e
-    check_fits_memory(config, heads, dtype, where)  # before any tensor is read
+    if mesh is None:  # placed on a mesh, the host holds one tensor at a time
+        check_fits_memory(config, heads, dtype, where)  # before any tensor is read
     with files.open_tensors(directory) as reader:
         if heads and hasattr(family, "hf_from_tensors"):  # heads the file holds
             config = family.hf_from_tensors(config, reader.names())
-        params = engine.read_params(family, config, heads, reader, dtype)
+        place = None if mesh is None else _placer(config, heads, mesh)
+        params = engine.read_params(family, config, heads, reader, dtype, place)
     return config, params
 
 

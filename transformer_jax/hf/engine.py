@@ -8,6 +8,7 @@ parameter filled. Saving runs the same rows backwards.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -58,7 +59,12 @@ def read_params(
     heads: bool,
     reader: TensorReader,
     dtype: Any,
+    place: Callable[[tuple[str, ...], np.ndarray, Any], Any] | None = None,
 ) -> Params:
+    """Our parameters from `reader`'s tensors: NumPy arrays in `dtype` (None: as stored), or,
+    with `place`, whatever `place(path, value, dtype)` makes of each value, which is then a
+    lazy view of the memory-mapped file wherever the name table's transform allows (only
+    what `place` indexes is read), e.g. a jax.Array built shard by shard."""
     shapes = param_shapes(config, heads)
     reader.rename(getattr(family, "HF_LEGACY_RENAMES", ()))
     names = reader.names()
@@ -71,6 +77,9 @@ def read_params(
     params: Params = {}
     filled: set[tuple[str, ...]] = set()
     where = reader.directory
+    # placed mode: the values that tied copies are compared with (lazy views where possible)
+    tied = {p for e in table if e.alias and e.hf in names for p in e.ours} if place else set()
+    kept: dict[tuple[str, ...], np.ndarray] = {}
 
     for entry in (e for e in table if not e.alias):
         ours = [shapes.get(p) for p in entry.ours]
@@ -87,8 +96,15 @@ def read_params(
             )
         expected = entry.transform.hf_shape(ours)
         _check_shape(reader, entry.hf, expected)
-        values = entry.transform.to_ours(reader.get(entry.hf), ours)
+        raw = reader.get(entry.hf) if place is None else reader.get_mapped(entry.hf)
+        values = entry.transform.to_ours(raw, ours)
         for path, value in zip(entry.ours, values, strict=True):
+            if place is not None:
+                if path in tied:
+                    kept[path] = value
+                _set(params, path, place(path, value, dtype))
+                filled.add(path)
+                continue
             if dtype is not None:
                 value = value.astype(dtype, copy=False)
             value = np.ascontiguousarray(value)
@@ -101,7 +117,7 @@ def read_params(
             continue
         ours = [shapes[p] for p in entry.ours]
         _check_shape(reader, entry.hf, entry.transform.hf_shape(ours))
-        mine = entry.transform.to_hf([_get(params, p) for p in entry.ours])
+        mine = entry.transform.to_hf([kept[p] if place else _get(params, p) for p in entry.ours])
         theirs = reader.get(entry.hf)
         if not np.array_equal(np.asarray(mine, theirs.dtype), theirs):
             raise ValueError(

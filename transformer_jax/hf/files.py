@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
+import ml_dtypes  # noqa: F401 - registers bfloat16 / float8 with NumPy
 import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
@@ -87,6 +88,7 @@ class TensorReader:
         self._handles = handles
         self.files = files  # name -> path
         self._stored = {name: name for name in files}  # name -> its name in the file
+        self._headers: dict[str, tuple[int, dict]] = {}  # path -> (data start, header)
 
     def rename(self, rules: tuple[tuple[str, str], ...]) -> None:
         """Reads older spellings under today's names (regex, replacement), e.g. BERT's
@@ -120,6 +122,41 @@ class TensorReader:
                 return f.get_tensor(self._stored[name])
         except Exception as e:
             raise ValueError(f"{path}: cannot read tensor {name!r} ({e}).") from e
+
+    def get_mapped(self, name: str) -> np.ndarray:
+        """One tensor as a read-only view of its bytes in the memory-mapped file: nothing is
+        read until it is indexed, and then only the pages of the part indexed (a process
+        placing its shards of a large model reads only those)."""
+        path = self.files[name]
+        try:
+            if path not in self._headers:
+                with open(path, "rb") as f:
+                    size = int.from_bytes(f.read(8), "little")
+                    self._headers[path] = (8 + size, json.loads(f.read(size)))
+            start, header = self._headers[path]
+            info = header[self._stored[name]]
+            begin, end = info["data_offsets"]
+            dtype = np.dtype(_SAFETENSORS_DTYPES[info["dtype"]])
+            shape = tuple(info["shape"])
+        except Exception as e:
+            raise ValueError(f"{path}: cannot map tensor {name!r} ({e!r}).") from e
+        if end - begin != dtype.itemsize * int(np.prod(shape, dtype=np.int64)):
+            raise ValueError(
+                f"{path}: tensor {name!r} has {end - begin} bytes for shape {list(shape)} "
+                f"{dtype}; the file is corrupt: download or convert it again."
+            )
+        if not shape or end == begin:  # np.memmap maps no empty or 0-d arrays
+            return self.get(name)
+        return np.memmap(path, dtype, "r", offset=start + begin, shape=shape)
+
+
+# safetensors dtype names -> NumPy (bfloat16 and float8 through ml_dtypes, as JAX has them)
+_SAFETENSORS_DTYPES = {
+    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+    "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
+    "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8",
+    "U64": "uint64", "U32": "uint32", "U16": "uint16", "U8": "uint8", "BOOL": "bool",
+}  # fmt: skip
 
 
 @contextmanager

@@ -3,7 +3,8 @@
 Layout of DIR (= WORKDIR/checkpoints):
 
     DIR/<step>/                 orbax: state/, _CHECKPOINT_METADATA, commit_success.txt
-    DIR/<step>/checksums.json   ours: sha256 of every file of the step and of every array
+    DIR/<step>/checksums.json   ours: sha256 of every file of the step and (host saves) of
+                                every array
     DIR/checksums_format.json   ours: written before the first save of this code
     DIR/untrusted/              step directories moved aside (never deleted by this code)
 
@@ -34,6 +35,14 @@ the thread writes it with orbax (synchronously, so the rename that finalizes the
 when it returns), writes the manifest, and only then deletes steps beyond `max_to_keep`
 (so a kill at any moment leaves the previous trusted step in place). `wait()` and `close()`
 join the thread and re-raise its errors; the trainer calls `close()` on every exit path.
+
+Sharded states (mesh mode: `is_sharded`) are never gathered: orbax's async save copies each
+process's own shards to its host and returns, every process writes its part, and the thread
+waits for orbax to finalize the step (after all processes finished) before the primary
+writes the manifest: the sha256 of every file, all processes' files included, and each
+array's shape and dtype without a whole-array hash (`"sharded": true`). Such a step is read
+back with the target shardings when given (each process reads only its shards, on any mesh
+or device count), else as numpy arrays; host (pmap-mode) saves are written as before.
 """
 
 from __future__ import annotations
@@ -213,6 +222,15 @@ def check_compatible(expected: Any, found: Any, step: int) -> None:
         )
 
 
+def is_sharded(tree: Any) -> bool:
+    """Whether a leaf is a jax.Array split over devices or spread over processes (mesh mode):
+    such a state is saved shard by shard, never gathered."""
+    return any(
+        isinstance(x, jax.Array) and not (x.is_fully_addressable and x.is_fully_replicated)
+        for x in jax.tree_util.tree_leaves(tree)
+    )
+
+
 def _array_sha256(x: np.ndarray) -> str:
     data = np.ascontiguousarray(x).reshape(-1).view(np.uint8)  # no copy when contiguous
     return hashlib.sha256(data).hexdigest()
@@ -319,6 +337,7 @@ class Checkpoints:
             else None
         )
         self._pending: concurrent.futures.Future | None = None
+        self._async_manager: ocp.CheckpointManager | None = None
 
     # --------------------------------------------------------------------- listing
 
@@ -383,14 +402,69 @@ class Checkpoints:
     def save(self, step: int, state: Any) -> None:
         """Saves `state` (a TrainState, or a dict of arrays that is not mutated afterwards) as
         `step`: host copy now, the writing in the background (or now, if not async). Waits for
-        the previous save first and re-raises its error."""
+        the previous save first and re-raises its error.
+
+        A state holding sharded arrays (mesh mode: a jax.Array split over devices or held by
+        several processes) is not gathered: orbax copies each process's own shards to its host
+        now (so the caller may donate the buffers at once) and every process writes its part;
+        see `_save_sharded`."""
         self.wait()
-        tree = jax.tree_util.tree_map(np.asarray, state if isinstance(state, dict) else
-                                      flax.serialization.to_state_dict(state))  # fmt: skip
+        tree = state if isinstance(state, dict) else flax.serialization.to_state_dict(state)
+        if is_sharded(tree):
+            self._save_sharded(step, tree)
+            return
+        tree = jax.tree_util.tree_map(np.asarray, tree)
         if self._executor is None:
             self._write(step, tree)
         else:
             self._pending = self._executor.submit(self._write, step, tree)
+
+    def _save_sharded(self, step: int, tree: dict) -> None:
+        """orbax writes the jax.Arrays shard by shard (each process its own, replicas once);
+        its `save` returns once the shards are copied to host memory. The manifest then lists
+        each array's shape and dtype without a whole-array sha256 (computing one would gather
+        the array on one host): integrity rests on the sha256 of every file, which the primary
+        process computes once orbax finalized the step, i.e. after every process finished
+        writing (orbax's finalization waits at a barrier for all of them)."""
+        arrays = {
+            path: {"shape": list(np.shape(x)), "dtype": str(jnp.dtype(x.dtype))}
+            for path, x in _flat(tree).items()
+        }
+        try:
+            with self._lock:
+                self._prepare_step_dir(step)
+                manager = self._sharded_manager()
+                manager.reload()
+                manager.save(
+                    step, args=ocp.args.Composite(state=ocp.args.StandardSave(tree)), force=True
+                )
+        except Exception as e:
+            raise CheckpointSaveError(step, self.directory, e) from e
+
+        def finish() -> None:
+            try:
+                manager.wait_until_finished()
+                self._finish_step(step, arrays, sharded=True)
+            except Exception as e:
+                raise CheckpointSaveError(step, self.directory, e) from e
+
+        if self._executor is None:
+            finish()
+        else:
+            self._pending = self._executor.submit(finish)
+
+    def _sharded_manager(self) -> ocp.CheckpointManager:
+        """An orbax manager with async saving (its blocking part copies device buffers to
+        host); made on the first sharded save. Same handler and layout as `_manager`."""
+        if self._async_manager is None:
+            self._async_manager = ocp.CheckpointManager(
+                self.directory,
+                item_handlers={"state": ocp.StandardCheckpointHandler()},
+                options=ocp.CheckpointManagerOptions(
+                    max_to_keep=None, enable_async_checkpointing=True, create=True
+                ),
+            )
+        return self._async_manager
 
     def _ensure_format_file(self) -> None:
         path = os.path.join(self.directory, FORMAT_FILE)
@@ -411,33 +485,45 @@ class Checkpoints:
         log.warning("Moved checkpoint step %d (%s) to %s", step, reason, target)
         return target
 
+    def _prepare_step_dir(self, step: int) -> None:
+        """(primary) The format file exists; a leftover directory of `step` is moved aside.
+        With several processes all wait here until it is gone, so that no process lists the
+        steps (orbax does, in `save`) while the primary is still moving the leftover."""
+        if self.primary:
+            self._ensure_format_file()
+            if os.path.exists(self._step_dir(step)):  # an untrusted or corrupt leftover
+                self._move_aside(step, "replaced")
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(f"transformer_jax:save_{step}")
+
+    def _finish_step(self, step: int, arrays: dict, *, sharded: bool = False) -> None:
+        """(primary, once orbax finalized `step`) The manifest, then retention."""
+        if not self.primary:
+            return
+        manifest = {
+            "format": _FORMAT,
+            "layout": PARAM_LAYOUT,
+            "step": step,
+            "arrays": arrays,
+            "files": file_digests(self._step_dir(step)),
+        }
+        if sharded:
+            manifest["sharded"] = True
+        _atomic_write_json(os.path.join(self._step_dir(step), MANIFEST_FILE), manifest)
+        self._apply_retention()
+
     def _write(self, step: int, tree: dict) -> None:
         try:
             arrays = array_digests(tree) if self.primary else None
-            step_dir = self._step_dir(step)
             with self._lock:
-                if self.primary:
-                    self._ensure_format_file()
-                    if os.path.exists(step_dir):  # an untrusted or corrupt leftover
-                        self._move_aside(step, "replaced")
-                if jax.process_count() > 1:  # the others list the steps once it is gone
-                    from jax.experimental import multihost_utils
-
-                    multihost_utils.sync_global_devices(f"transformer_jax:save_{step}")
+                self._prepare_step_dir(step)
                 self._manager.reload()
                 self._manager.save(
                     step, args=ocp.args.Composite(state=ocp.args.StandardSave(tree)), force=True
                 )
-            if self.primary:
-                manifest = {
-                    "format": _FORMAT,
-                    "layout": PARAM_LAYOUT,
-                    "step": step,
-                    "arrays": arrays,
-                    "files": file_digests(step_dir),
-                }
-                _atomic_write_json(os.path.join(step_dir, MANIFEST_FILE), manifest)
-                self._apply_retention()
+            self._finish_step(step, arrays)
         except Exception as e:
             raise CheckpointSaveError(step, self.directory, e) from e
 
@@ -481,6 +567,8 @@ class Checkpoints:
             if self._executor is not None:
                 self._executor.shutdown(wait=True)
             self._manager.close()
+            if self._async_manager is not None:
+                self._async_manager.close()
 
     # --------------------------------------------------------------------- restoring
 
@@ -526,9 +614,34 @@ class Checkpoints:
                 f"Checkpoint step {step} in {self.directory}: {e}"
             ) from None
 
-    def _read(self, step: int, expected: dict, prefix: str | None) -> dict:
+    def _read_sharded(self, step: int, shardings: dict[str, Any] | None) -> dict:
+        """A step written by `_save_sharded`, read onto any devices: each array straight into
+        its sharding in `shardings` ({path: Sharding}; every process reads only the shards it
+        holds), else whole into host memory (numpy). The sharding it was saved with is never
+        needed, so the mesh shape and device count may differ from the writer's."""
+        with self._lock:
+            metadata = self._manager.item_metadata(step)["state"]
+        stored = getattr(metadata, "tree", metadata)
+
+        def restore_args(path, leaf):
+            sharding = None if shardings is None else shardings.get(_path_str(path))
+            if sharding is None:
+                return ocp.RestoreArgs(restore_type=np.ndarray)
+            return ocp.ArrayRestoreArgs(sharding=sharding)
+
+        item = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), stored)
+        args = ocp.args.PyTreeRestore(
+            item, restore_args=jax.tree_util.tree_map_with_path(restore_args, stored)
+        )
+        with ocp.PyTreeCheckpointer() as reader:
+            return reader.restore(os.path.join(self._step_dir(step), "state"), args=args)
+
+    def _read(
+        self, step: int, expected: dict, prefix: str | None, shardings: dict | None = None
+    ) -> dict:
         """Checks, reads and verifies `step`; returns the host tree (or its `prefix` subtree),
-        checked against `expected` (a tree of arrays or ShapeDtypeStructs)."""
+        checked against `expected` (a tree of arrays or ShapeDtypeStructs). A sharded step
+        stored in `expected`'s layout is read straight onto `shardings` ({path: Sharding})."""
         step_dir = self._step_dir(step)
         if not os.path.isdir(step_dir):
             raise FileNotFoundError(f"No checkpoint step {step} in {self.directory}")
@@ -546,11 +659,16 @@ class Checkpoints:
             }
         check_compatible(_flat(expected), found, step)  # before reading any array
         problems = verify_files(step_dir, manifest["files"]) if manifest is not None else []
+        if rename is not None or relayer is not None or prefix is not None:
+            shardings = None  # placed by the caller, after the conversion on the host
         try:
-            with self._lock:
-                restored = self._manager.restore(
-                    step, args=ocp.args.Composite(state=ocp.args.StandardRestore())
-                )["state"]
+            if manifest is not None and manifest.get("sharded"):
+                restored = self._read_sharded(step, shardings)
+            else:
+                with self._lock:
+                    restored = self._manager.restore(
+                        step, args=ocp.args.Composite(state=ocp.args.StandardRestore())
+                    )["state"]
         except Exception as e:  # noqa: BLE001 - a failed read of a checked layout is corruption
             raise CheckpointCorruptError(
                 step, self.directory, problems + [f"orbax could not read it ({_first_line(e)})"]
@@ -560,7 +678,7 @@ class Checkpoints:
                 stored = manifest["arrays"].get(path)
                 if stored is None:
                     problems.append(f"parameter {path} is not in {MANIFEST_FILE}")
-                elif _array_sha256(x) != stored["sha256"]:
+                elif "sha256" in stored and _array_sha256(x) != stored["sha256"]:
                     problems.append(f"parameter {path} does not match its sha256")
         else:
             log.warning("Checkpoint step %d has no checksums (written before they existed).", step)
@@ -577,16 +695,25 @@ class Checkpoints:
             raise CheckpointCorruptError(step, self.directory, problems)
         return restored
 
-    def restore(self, step: int, target: Any) -> Any:
+    def restore(self, step: int, target: Any, shardings: Any = None) -> Any:
         """Restores `step` into the structure of `target` (a TrainState or dict, of arrays or
-        ShapeDtypeStructs): numpy arrays, checked and verified (see the module docstring)."""
-        restored = self._read(step, abstract_tree(target), None)
+        ShapeDtypeStructs): numpy arrays, checked and verified (see the module docstring).
+
+        `shardings` (a tree like `target` of jax Shardings, mesh mode): a step saved sharded
+        in the target's layout is read straight onto them, each process reading only its
+        shards (on any mesh shape or device count); other steps come back as numpy arrays
+        for the caller to place."""
+        if shardings is not None:
+            tree = shardings if isinstance(shardings, dict) else (
+                flax.serialization.to_state_dict(shardings))  # fmt: skip
+            shardings = _flat(tree)
+        restored = self._read(step, abstract_tree(target), None, shardings)
         if isinstance(target, dict):
             return restored
         return flax.serialization.from_state_dict(target, restored)
 
     def restore_latest(
-        self, target: Any, *, on_corrupt: str = "fallback"
+        self, target: Any, *, on_corrupt: str = "fallback", shardings: Any = None
     ) -> tuple[int | None, Any]:
         """(step, state) of the newest intact trusted step, or (None, None) if there is none.
 
@@ -608,7 +735,7 @@ class Checkpoints:
         errors = []
         for step in reversed(trusted):
             try:
-                return step, self.restore(step, target)
+                return step, self.restore(step, target, shardings)
             except CheckpointCorruptError as e:
                 if on_corrupt == "fail":
                     raise

@@ -237,23 +237,33 @@ def _init_from_tokenizer(workdir: str, init_from: str):
     return hf.load_tokenizer(init_from)
 
 
-def _init_from_model(workdir: str, init_from: str):
+def _init_from_model(workdir: str, init_from: str, config):
     """(the checkpoint's ModelConfig, its params or None). A restart reads the config the
     first start recorded (the checkpoint directory may be gone by then) and leaves the
-    weights unread: they are read only if no training checkpoint exists yet."""
+    weights unread: they are read only if no training checkpoint exists yet. Mesh mode:
+    each tensor is placed on the mesh as it is read (no host holds the whole model)."""
     if os.path.exists(os.path.join(workdir, wd.INIT_FROM_FILE)):
         return wd.read_model_config(workdir), None
     from transformer_jax import hf
 
-    return hf.load(init_from)
+    return hf.load(init_from, mesh=_mesh(config))
 
 
-def _init_from_state(init_from: str, params, abstract, tx):
+def _mesh(config):
+    """Mesh mode: the run's device mesh; pmap mode: None."""
+    if config.get("parallelism", "pmap") == "pmap":
+        return None
+    from transformer_jax.train import sharding
+
+    return sharding.make_mesh(**config.mesh.to_dict())
+
+
+def _init_from_state(init_from: str, params, abstract, tx, config):
     """The train state that starts from the checkpoint's weights (host -> device once)."""
     if params is None:
         from transformer_jax import hf
 
-        params = hf.load(init_from)[1]
+        params = hf.load(init_from, mesh=_mesh(config))[1]
     expected = jax.tree_util.tree_structure(abstract.params)
     if jax.tree_util.tree_structure(params) != expected:  # config.scan_layers: stack them
         params = models.stack_layers(params)
@@ -278,7 +288,7 @@ def _train(config, workdir: str, data, guard: _SigtermGuard) -> dict[str, Any]:
         _datasets, data, config, workdir, tokenizer
     )
     if init_from is not None:
-        base, hf_params = _before_training(_init_from_model, workdir, init_from)
+        base, hf_params = _before_training(_init_from_model, workdir, init_from, config)
     model_cfg = _before_training(
         run_config.model_config,
         config,
@@ -325,10 +335,13 @@ def _train(config, workdir: str, data, guard: _SigtermGuard) -> dict[str, Any]:
         # Shapes and dtypes only: a checkpoint is checked against them before any compute.
         abstract = jax.eval_shape(init_state)
         latest, state = _before_training(
-            ckpt.restore_latest, abstract, on_corrupt=config.corrupt_checkpoint
+            ckpt.restore_latest,
+            abstract,
+            on_corrupt=config.corrupt_checkpoint,
+            shardings=_state_shardings(config, model_cfg, abstract),
         )
         if latest is None and init_from is not None:
-            state = _before_training(_init_from_state, init_from, hf_params, abstract, tx)
+            state = _before_training(_init_from_state, init_from, hf_params, abstract, tx, config)
             log.info("Starting from the weights in %s", init_from)
         elif latest is None:
             state = None  # created by the runner, in place (sharded in mesh mode)
@@ -355,6 +368,17 @@ def _train(config, workdir: str, data, guard: _SigtermGuard) -> dict[str, Any]:
             ckpt.close()  # waits for the pending save on every exit path
         finally:
             writer.close()
+
+
+def _state_shardings(config, model_cfg, abstract):
+    """Mesh mode: where each state array lives (a sharded checkpoint is read straight into
+    it, each process reading only its shards); pmap mode: None."""
+    mesh = _mesh(config)
+    if mesh is None:
+        return None
+    from transformer_jax.train import sharding
+
+    return sharding.state_shardings(abstract, sharding.param_shardings(model_cfg, mesh), mesh)
 
 
 def _make_runner(config, model_cfg, train_step, eval_step, abstract):
@@ -461,8 +485,9 @@ def _run(
         flush()  # raises before a non-finite state could be saved
         if last_saved != step:
             # Copied to host inside save (after the previous save finished), before the next
-            # step donates these buffers; written in the background.
-            ckpt.save(step, runner.single(replicated))
+            # step donates these buffers; written in the background. Mesh mode: the sharded
+            # state as it is (each process copies and writes only its own shards).
+            ckpt.save(step, replicated if mesh_mode else runner.single(replicated))
             last_saved = step
 
     def preempt(step: int) -> None:

@@ -215,10 +215,19 @@ class MeshRunner:
         return jax.jit(init_state, out_shardings=self.state_sharding)()
 
     def place(self, state: Any) -> Any:
-        """A host (numpy) or device state -> sharded on the mesh (resharding on restore)."""
-        # may_alias=False: leaves that share one buffer (the step and skip counters start as
-        # one zero) must not reach the donating step as the same buffer twice.
-        return jax.device_put(state, self.state_sharding, may_alias=False)
+        """A host (numpy) or device state -> sharded on the mesh (resharding on restore).
+        Arrays already in their sharding (a sharded checkpoint read in place) are kept."""
+        seen: set[int] = set()
+
+        def put(x, sharding):
+            if isinstance(x, jax.Array) and x.sharding == sharding and id(x) not in seen:
+                seen.add(id(x))
+                return x
+            # may_alias=False: leaves that share one buffer (the step and skip counters start
+            # as one zero) must not reach the donating step as the same buffer twice.
+            return jax.device_put(x, sharding, may_alias=False)
+
+        return jax.tree.map(put, state, self.state_sharding)
 
     def train(self, state: Any, batch: dict[str, np.ndarray], rng: jax.Array):
         return self._train(state, place_batch(batch, self.mesh), rng)
@@ -230,9 +239,9 @@ class MeshRunner:
         return state.params
 
     def single(self, tree: Any) -> Any:
-        """Metrics or state as one logical copy that `np.asarray` can read: global arrays as
-        they are on one process; with several, shards other processes hold are gathered
-        (checkpoints are written from whole arrays: their manifest hashes each one)."""
+        """Metrics or parameters as one logical copy that `np.asarray` can read: global
+        arrays as they are on one process; with several, shards other processes hold are
+        gathered. (Checkpoints take the sharded state as it is: never gathered.)"""
 
         def readable(x):
             if not isinstance(x, jax.Array) or x.is_fully_addressable or x.is_fully_replicated:
