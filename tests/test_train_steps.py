@@ -192,9 +192,12 @@ def test_chunked_loss_equals_plain_loss_and_gradient(preset, objective, smoothin
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
 
 
-def test_auto_loss_chunk_size_chunks_only_past_a_gibibyte_of_logits():
+def test_auto_loss_chunk_size_chunks_past_a_gibibyte_of_logits_or_32_mib_on_cpu():
     auto = steps.resolve_loss_chunk_size
-    assert auto(-1, 8 * 256, 8192) == 0  # 64 MiB of float32 logits: the plain loss
-    assert auto(-1, 8 * 1024, 32768) == 0  # exactly 1 GiB
-    assert auto(-1, 8 * 1024, 128256) == steps.AUTO_CHUNK_TOKENS  # 3.9 GiB: chunked
+    chunk = steps.AUTO_CHUNK_TOKENS
+    assert auto(-1, 8 * 256, 8192, "gpu") == 0  # 64 MiB of float32 logits: the plain loss
+    assert auto(-1, 8 * 1024, 32768, "tpu") == 0  # exactly 1 GiB
+    assert auto(-1, 8 * 1024, 128256, "gpu") == chunk  # 3.9 GiB: chunked
+    assert auto(-1, 8 * 256, 8192, "cpu") == chunk  # 64 MiB on a CPU: chunked
+    assert auto(-1, 4 * 12, 512, "cpu") == 0  # the tests' tiny models: plain
     assert auto(0, 8 * 1024, 128256) == 0 and auto(256, 16, 64) == 256  # explicit values

@@ -87,7 +87,8 @@ def default_config() -> ml_collections.ConfigDict:
     # Tokens per chunk of the chunked cross-entropy (losses.chunked_token_stats: [B, T, V]
     # logits never exist, at the cost of recomputing each chunk's logits in the backward
     # pass); 0: the plain loss over the full logits. -1 (auto): chunks of 1024 tokens once the
-    # float32 logits of a device's micro-batch would pass 1 GiB, else plain.
+    # float32 logits of a device's micro-batch would pass 1 GiB (32 MiB on CPUs, where the
+    # chunked loss is also faster: steps.resolve_loss_chunk_size), else plain.
     c.loss_chunk_size = -1
     c.skip_nonfinite = False  # True: skip updates with a NaN/Inf loss or gradient
     # Loop.
