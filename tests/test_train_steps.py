@@ -201,3 +201,11 @@ def test_auto_loss_chunk_size_chunks_past_a_gibibyte_of_logits_or_32_mib_on_cpu(
     assert auto(-1, 8 * 256, 8192, "cpu") == chunk  # 64 MiB on a CPU: chunked
     assert auto(-1, 4 * 12, 512, "cpu") == 0  # the tests' tiny models: plain
     assert auto(0, 8 * 1024, 128256) == 0 and auto(256, 16, 64) == 256  # explicit values
+    from transformer_jax.train import run_config
+
+    config = run_config.default_config()
+    assert config.loss_chunk_size == -1
+    run_config.validate(config)
+    config.loss_chunk_size = -2
+    with pytest.raises(ValueError, match="config.loss_chunk_size=-2: must be an int"):
+        run_config.validate(config)
