@@ -272,8 +272,8 @@ def generate(
         `hf.generation_defaults(dir)["suppress_tokens"]`). The pad id is never produced
         either way (unless it is the EOS): see `_model_fns`.
       weights_dtype: 'bfloat16' decodes from bfloat16 copies of the weights (half the weight
-        bytes where dots read bfloat16: GPUs, TPUs; XLA:CPU upcasts them every step); logits
-        within bfloat16 rounding of float32's: see `cast_weights`.
+        bytes read per token); logits within bfloat16 rounding of float32's: see
+        `cast_weights`.
 
     Returns:
       (tokens [B, max_new_tokens] int32, pad id (or 0) after EOS; lengths [B] int32, the
@@ -370,9 +370,8 @@ def _cast(params: Any, dtype: str) -> Any:
 
 def cast_weights(params: Any, dtype: str | None) -> Any:
     """The floating-point parameters cast to `dtype` ('bfloat16': half the weight bytes a
-    decoding step reads on backends whose dots read bfloat16; the modules still compute in
-    the config's dtype, from the rounded weights); None: unchanged. Cast once and reuse the
-    result to pay for the cast once."""
+    decoding step reads; the modules still compute in the config's dtype, from the rounded
+    weights); None: unchanged. Cast once and reuse the result to pay for the cast once."""
     if dtype is None:
         return params
     if dtype not in WEIGHTS_DTYPES:
