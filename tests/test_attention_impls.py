@@ -188,6 +188,8 @@ def test_switch_routes_and_validates():
     assert A.resolve_impl("auto", 2048, 2048) == "blockwise"
     assert A.resolve_impl("auto", 128, 128) == "einsum"
     assert A.resolve_impl("xla", 1, 1) == "xla"
+    if jax.default_backend() == "cpu":
+        assert A.default_platform() == "cpu"
     with pytest.raises(ValueError, match="impl='flash' is not one of"):
         A.attention(q, k, v, mask, impl="flash")
     if jax.default_backend() != "gpu":
@@ -197,3 +199,28 @@ def test_switch_routes_and_validates():
         AttentionConfig(num_heads=2, impl="fast")
     with pytest.raises(ValueError, match="k_block=0 must be a positive integer"):
         A.blockwise_attend(q, k, v, mask, k_block=0)
+
+
+@pytest.mark.parametrize(
+    "platform,q_len,kv_len,dtype,head_dim,want",
+    [
+        ("cuda", 1024, 1024, jnp.bfloat16, 64, "cudnn"),  # cuDNN takes it
+        ("cuda", 1024, 1024, jnp.float16, 128, "cudnn"),
+        ("cuda", 1024, 1024, jnp.float32, 64, "blockwise"),  # no float32 fused kernel
+        ("cuda", 128, 128, jnp.float32, 64, "einsum"),
+        ("cuda", 1024, 1024, jnp.bfloat16, 160, "blockwise"),  # head_dim > 128
+        ("cuda", 1024, 1024, jnp.bfloat16, 36, "blockwise"),  # not a multiple of 8
+        ("cuda", 1023, 1023, jnp.bfloat16, 64, "blockwise"),  # odd lengths
+        ("cuda", 1, 4096, jnp.bfloat16, 64, "einsum"),  # a decode step
+        ("cpu", 1024, 1024, jnp.bfloat16, 64, "blockwise"),  # the CPU rule, whatever dtype
+        ("cpu", 128, 128, jnp.bfloat16, 64, "einsum"),
+        ("tpu", 1024, 1024, jnp.bfloat16, 64, "blockwise"),
+        ("gpu", 1024, 1024, jnp.bfloat16, 64, "blockwise"),  # ROCm: no cuDNN
+    ],
+)  # fmt: skip
+def test_auto_picks_cudnn_on_nvidia_gpus_where_it_applies(
+    platform, q_len, kv_len, dtype, head_dim, want
+):
+    got = A.resolve_impl("auto", q_len, kv_len, dtype=dtype, head_dim=head_dim, platform=platform)
+    assert got == want
+    assert A.resolve_impl("einsum", q_len, kv_len, dtype=dtype, platform=platform) == "einsum"

@@ -4,12 +4,14 @@ recompiles."""
 import functools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from transformer_jax import models, presets
 from transformer_jax.sampling import (
     beam_search,
+    cast_weights,
     decoder_only_fns,
     encoder_decoder_fns,
     generate,
@@ -330,3 +332,23 @@ def test_prompt_holding_the_pad_id_is_rejected():
     cfg = presets.get("gpt-tiny").replace(pad_id=0, max_len=32)
     with pytest.raises(ValueError, match="prompt 1 holds the pad id 0 at index 2"):
         generate(cfg, None, [[5, 6], [7, 8, 0, 9]], max_new_tokens=2, temperature=0.0)
+
+
+def test_bfloat16_weights_decode_the_rounded_model(gpt_params):
+    """weights_dtype='bfloat16' stores every floating parameter in bfloat16 (half the bytes
+    read per token): the tokens are exactly float32 greedy decoding of the bfloat16-rounded
+    weights, and the logits stay within bfloat16 rounding of float32's (the tokens then follow
+    float32's wherever the argmax margins exceed that rounding: here 15 of 18)."""
+    half = cast_weights(gpt_params, "bfloat16")
+    assert {leaf.dtype for leaf in jax.tree.leaves(half)} == {jnp.dtype(jnp.bfloat16)}
+    rounded = jax.tree.map(lambda p: p.astype(jnp.float32), half)
+    greedy = functools.partial(generate, GPT, prompts=PROMPTS, max_new_tokens=6, temperature=0.0)
+    tokens, _ = greedy(params=gpt_params, weights_dtype="bfloat16")
+    np.testing.assert_array_equal(tokens, greedy(params=rounded)[0])
+    seq = np.asarray([PROMPTS[1]], np.int32)
+    want, got = gpt_forward()(gpt_params, seq), gpt_forward()(half, seq)
+    scale = float(np.max(np.abs(want)))
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=0.05 * scale)
+    assert not np.array_equal(np.asarray(got), np.asarray(want))  # the weights did change
+    with pytest.raises(ValueError, match="weights_dtype='float16'"):
+        greedy(params=gpt_params, weights_dtype="float16")

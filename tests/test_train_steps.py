@@ -152,3 +152,60 @@ def test_logged_learning_rate_follows_applied_updates_after_a_skip():
     state, m = step(state, good, jax.random.key(0))
     assert int(state.step) == 3
     assert float(m["learning_rate"]) == pytest.approx(0.9)  # the second applied update: count 1
+
+
+@pytest.mark.parametrize(
+    "preset,objective,smoothing",
+    [("codegen-tiny", "clm", 0.1), ("bert-tiny", "mlm_nsp", 0.0)],
+)  # an untied head with a bias; the MLM transform + norm + logits bias, and NSP
+def test_chunked_loss_equals_plain_loss_and_gradient(preset, objective, smoothing):
+    """loss_chunk_size > 0 (losses.chunked_token_stats) gives the plain loss's sums and
+    gradient; 5 does not divide the 48 tokens, so the padded tail chunk is covered too."""
+    kw = {"num_layers": 1, "vocab_size": 64, "dropout_rate": 0.0}
+    if objective == "mlm_nsp":
+        kw["heads"] = {"num_labels": 2}
+    cfg = presets.get(preset, **kw)
+    model = models.build(cfg)
+    params = models.init_params(cfg, jax.random.key(0))
+    batch = _batch(objective, cfg.vocab_size)
+
+    def grads(chunk):
+        def loss_fn(params):
+            stats = steps.forward_stats(
+                model,
+                params,
+                batch,
+                objective=objective,
+                label_smoothing=smoothing,
+                loss_chunk_size=chunk,
+            )
+            return stats["loss"] + stats.get("nsp_loss", 0.0), stats
+
+        return jax.grad(loss_fn, has_aux=True)
+
+    # One jit, one compile for both paths.
+    (g_plain, plain), (g_chunked, chunked) = jax.jit(lambda p: (grads(0)(p), grads(5)(p)))(params)
+    for key in plain:
+        np.testing.assert_allclose(float(chunked[key]), float(plain[key]), rtol=1e-6, err_msg=key)
+    assert float(plain["loss"]) > 10.0  # a real loss, not an all-padding batch
+    for a, b in zip(jax.tree.leaves(g_chunked), jax.tree.leaves(g_plain), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+
+
+def test_auto_loss_chunk_size_chunks_past_a_gibibyte_of_logits_or_32_mib_on_cpu():
+    auto = steps.resolve_loss_chunk_size
+    chunk = steps.AUTO_CHUNK_TOKENS
+    assert auto(-1, 8 * 256, 8192, "gpu") == 0  # 64 MiB of float32 logits: the plain loss
+    assert auto(-1, 8 * 1024, 32768, "tpu") == 0  # exactly 1 GiB
+    assert auto(-1, 8 * 1024, 128256, "gpu") == chunk  # 3.9 GiB: chunked
+    assert auto(-1, 8 * 256, 8192, "cpu") == chunk  # 64 MiB on a CPU: chunked
+    assert auto(-1, 4 * 12, 512, "cpu") == 0  # the tests' tiny models: plain
+    assert auto(0, 8 * 1024, 128256) == 0 and auto(256, 16, 64) == 256  # explicit values
+    from transformer_jax.train import run_config
+
+    config = run_config.default_config()
+    assert config.loss_chunk_size == -1
+    run_config.validate(config)
+    config.loss_chunk_size = -2
+    with pytest.raises(ValueError, match="config.loss_chunk_size=-2: must be an int"):
+        run_config.validate(config)

@@ -300,7 +300,14 @@ class _OutputMixin:
             self.add_logits_bias = _LogitsBias(cfg.vocab_size)
             nn.share_scope(self, self.add_logits_bias)
 
+    def head(self, h: jax.Array) -> jax.Array:  # [..., D or E] -> [..., V] float32
+        """The output head alone: the backbone's output (what `hidden_out=True` returns) to
+        float32 logits."""
+        return self._logits(h)
+
     def _logits(self, h: jax.Array) -> jax.Array:  # [B, T, D or E] -> [B, T, V] float32
+        if self.hidden_out:
+            return h
         out = self.config.output
         if out.scale != 1.0:
             h = h * jnp.asarray(out.scale, h.dtype)
@@ -321,6 +328,9 @@ class EncoderOnly(_OutputMixin, nn.Module):
     """
 
     config: ModelConfig
+    # True: every method that returns logits returns the hidden states the output head would
+    # take instead ([..., D or E]); `head` maps them to logits (the chunked loss, losses.py).
+    hidden_out: bool = False
 
     def setup(self) -> None:
         cfg = self.config
@@ -370,10 +380,16 @@ class EncoderOnly(_OutputMixin, nn.Module):
         return h, self.pool(h)
 
     def mlm_logits(self, h: jax.Array) -> jax.Array:  # [B, T, D] -> [B, T, V]
+        if self.hidden_out:
+            return h
         if self.config.heads.mlm_transform:
             act = ACTIVATIONS[self.config.ffn.activation]
             h = self.mlm_norm(act(self.mlm_transform(h)))  # [B, T, E]
         return self._logits(h)
+
+    def head(self, h: jax.Array) -> jax.Array:  # [..., D] -> [..., V] float32
+        """The MLM head alone (transform, norm, projection): see `hidden_out`."""
+        return self.mlm_logits(h)
 
     def pool(self, h: jax.Array) -> jax.Array:
         """First-token summary [B, D]: tanh(dense(h[:, 0])) with a pooler, else h[:, 0]."""
@@ -439,6 +455,9 @@ class DecoderOnly(_OutputMixin, nn.Module):
     """GPT-style: causal self-attention, next-token logits, KV-cached `decode`."""
 
     config: ModelConfig
+    # True: every method that returns logits returns the hidden states the output head would
+    # take instead ([..., D or E]); `head` maps them to logits (the chunked loss, losses.py).
+    hidden_out: bool = False
 
     def setup(self) -> None:
         self._setup_output()
@@ -511,6 +530,9 @@ class EncoderDecoder(_OutputMixin, nn.Module):
     """
 
     config: ModelConfig
+    # True: every method that returns logits returns the hidden states the output head would
+    # take instead ([..., D or E]); `head` maps them to logits (the chunked loss, losses.py).
+    hidden_out: bool = False
 
     def setup(self) -> None:
         cfg = self.config
@@ -716,6 +738,9 @@ class TwoStream(_OutputMixin, nn.Module):
     """
 
     config: ModelConfig
+    # True: every method that returns logits returns the hidden states the output head would
+    # take instead ([..., D or E]); `head` maps them to logits (the chunked loss, losses.py).
+    hidden_out: bool = False
 
     def setup(self) -> None:
         self._setup_output()

@@ -460,19 +460,44 @@ def xla_attend(
     )
 
 
-def resolve_impl(impl: str, q_len: int, kv_len: int) -> str:
+def resolve_impl(
+    impl: str,
+    q_len: int,
+    kv_len: int,
+    *,
+    dtype: Any = jnp.float32,
+    head_dim: int = 64,
+    platform: str | None = None,
+) -> str:
     """The implementation that `impl` means for `q_len` queries against `kv_len` keys.
 
-    "auto" follows bench/long_context.py on the 2-core CPU (BENCHMARKS.md, "Long sequences"):
-    training at 4,096 tokens per step, blockwise beat einsum from 512 tokens on and lost at
-    128; one-query decode steps were faster with einsum at the cache sizes measured. No
-    accelerator was measured: the same rule holds on every platform until one is.
+    "auto" on an NVIDIA GPU ("cuda"): cuDNN's fused flash attention wherever it takes the
+    shapes (bfloat16/float16, head_dim a multiple of 8 up to 128, even lengths, more than one
+    query: jax's cuDNN checks); otherwise, and on every other platform, the CPU rule measured
+    by bench/long_context.py on the 2-core CPU (BENCHMARKS.md, "Long sequences"): training at
+    4,096 tokens per step, blockwise beat einsum from 512 tokens on and lost at 128; one-query
+    decode steps were faster with einsum at the cache sizes measured. `platform`: None = the
+    default device's (`default_platform()`).
     """
     if impl != "auto":
         return impl
+    platform = default_platform() if platform is None else platform
+    fused_dtype = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+    fused_shape = head_dim % 8 == 0 and head_dim <= 128 and q_len % 2 == 0 and kv_len % 2 == 0
+    if platform == "cuda" and fused_dtype and fused_shape and q_len > 1:
+        return "cudnn"
     if q_len == 1 or kv_len < AUTO_BLOCKWISE_FROM:
         return "einsum"
     return "blockwise"
+
+
+def default_platform() -> str:
+    """'cuda' for an NVIDIA GPU (cuDNN present), else jax's backend name ('cpu', 'tpu',
+    'gpu' for ROCm)."""
+    device = jax.devices()[0]
+    if device.platform == "gpu" and "rocm" not in device.client.platform_version.lower():
+        return "cuda"
+    return device.platform
 
 
 AUTO_BLOCKWISE_FROM = 512  # keys; see resolve_impl
@@ -501,7 +526,10 @@ def attention(
         raise ValueError(f"attention impl={impl!r} is not one of {ATTENTION_IMPLS}.")
     live_dropout = dropout is not None and dropout.rate > 0.0 and not deterministic
     needs_weights = live_dropout or sow is not None
-    impl = "einsum" if needs_weights else resolve_impl(impl, q.shape[1], k.shape[2])
+    if needs_weights:
+        impl = "einsum"
+    else:
+        impl = resolve_impl(impl, q.shape[1], k.shape[2], dtype=q.dtype, head_dim=q.shape[-1])
     if impl == "einsum":
         return attend(
             q, k, v, mask, scale=scale, bias=bias, dropout=dropout, deterministic=deterministic,

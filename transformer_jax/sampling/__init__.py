@@ -12,7 +12,7 @@ top-p) and beam search over a KV cache, plus masked-token filling for encoder-on
 
 from transformer_jax.sampling.beam import BeamState, beam_search_loop, length_penalty
 from transformer_jax.sampling.fill_mask import MaskPrediction, fill_mask
-from transformer_jax.sampling.generate import beam_search, generate
+from transformer_jax.sampling.generate import beam_search, cast_weights, generate
 from transformer_jax.sampling.loop import SamplingState, sample_loop
 from transformer_jax.sampling.model_fns import decoder_only_fns, encoder_decoder_fns
 from transformer_jax.sampling.settings import SamplingSettings
@@ -24,6 +24,7 @@ __all__ = [
     "SamplingState",
     "beam_search",
     "beam_search_loop",
+    "cast_weights",
     "decoder_only_fns",
     "encoder_decoder_fns",
     "fill_mask",

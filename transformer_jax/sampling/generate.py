@@ -248,6 +248,7 @@ def generate(
     vocab_limit: int | None = None,
     lengths: Any = None,
     suppress_tokens: Any = (),
+    weights_dtype: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Samples continuations (DecoderOnly) or targets (EncoderDecoder).
 
@@ -270,6 +271,9 @@ def generate(
       suppress_tokens: ids never produced (a checkpoint's HF generation config:
         `hf.generation_defaults(dir)["suppress_tokens"]`). The pad id is never produced
         either way (unless it is the EOS): see `_model_fns`.
+      weights_dtype: 'bfloat16' decodes from bfloat16 copies of the weights (half the weight
+        bytes read per token); logits within bfloat16 rounding of float32's: see
+        `cast_weights`.
 
     Returns:
       (tokens [B, max_new_tokens] int32, pad id (or 0) after EOS; lengths [B] int32, the
@@ -289,7 +293,7 @@ def generate(
         config, prompts, lengths, max_new_tokens=max_new_tokens, bos_id=bos_id, eos_id=eos_id
     )
     tokens, out_lengths, _ = _generate_jit(
-        params,
+        cast_weights(params, weights_dtype),
         prompt_block,
         prompt_lengths,
         src,
@@ -316,6 +320,7 @@ def beam_search(
     vocab_limit: int | None = None,
     lengths: Any = None,
     suppress_tokens: Any = (),
+    weights_dtype: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Beam search (see beam.py for the exact semantics); arguments as in `generate`.
 
@@ -337,7 +342,7 @@ def beam_search(
         config, prompts, lengths, max_new_tokens=max_new_tokens, bos_id=bos_id, eos_id=eos_id
     )
     tokens, out_lengths, scores, _ = _beam_jit(
-        params,
+        cast_weights(params, weights_dtype),
         prompt_block,
         prompt_lengths,
         src,
@@ -351,6 +356,27 @@ def beam_search(
         suppress=scorer.suppress,
     )
     return np.asarray(tokens), np.asarray(out_lengths), np.asarray(scores)
+
+
+WEIGHTS_DTYPES = ("float32", "bfloat16")
+
+
+@functools.partial(jax.jit, static_argnames="dtype")
+def _cast(params: Any, dtype: str) -> Any:
+    return jax.tree_util.tree_map(
+        lambda p: p.astype(dtype) if jnp.issubdtype(p.dtype, jnp.floating) else p, params
+    )
+
+
+def cast_weights(params: Any, dtype: str | None) -> Any:
+    """The floating-point parameters cast to `dtype` ('bfloat16': half the weight bytes a
+    decoding step reads; the modules still compute in the config's dtype, from the rounded
+    weights); None: unchanged. Cast once and reuse the result to pay for the cast once."""
+    if dtype is None:
+        return params
+    if dtype not in WEIGHTS_DTYPES:
+        raise ValueError(f"weights_dtype={dtype!r} must be one of {WEIGHTS_DTYPES} or None.")
+    return _cast(params, dtype)
 
 
 def _check_eos_allowed(eos_id: int | None, settings: SamplingSettings) -> None:

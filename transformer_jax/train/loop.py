@@ -411,6 +411,8 @@ def _run(
     start_step = 0 if state is None else int(state.step)
     total_steps = config.num_train_steps
     mesh_mode = config.get("parallelism", "pmap") == "mesh"
+    chunk = config.get("loss_chunk_size", -1)
+    micro_rows = config.per_device_batch_size // config.grad_accum_steps
     train_step = steps.make_train_step(
         model,
         tx,
@@ -420,12 +422,18 @@ def _run(
         grad_accum_steps=config.grad_accum_steps,
         skip_nonfinite=config.skip_nonfinite,
         axis_name=None if mesh_mode else "batch",
+        loss_chunk_size=steps.resolve_loss_chunk_size(
+            chunk, micro_rows * config.max_length, model_cfg.vocab_size
+        ),
     )
     eval_step = steps.make_eval_step(
         model,
         objective=config.objective,
         label_smoothing=config.label_smoothing,
         axis_name=None if mesh_mode else "batch",
+        loss_chunk_size=steps.resolve_loss_chunk_size(
+            chunk, config.eval_batch_size * config.max_length, model_cfg.vocab_size
+        ),
     )
     runner = _make_runner(config, model_cfg, train_step, eval_step, abstract)
     step_rng = jax.random.fold_in(base_rng, 1)

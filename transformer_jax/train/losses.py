@@ -3,8 +3,11 @@ caller can normalise by the global weight across devices and micro-batches exact
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 
 def smoothed_cross_entropy(
@@ -46,3 +49,46 @@ def weighted_token_stats(
         "correct": jnp.sum(correct * weights),
         "weight": jnp.sum(weights),
     }
+
+
+def chunked_token_stats(
+    head: Callable[[jax.Array], jax.Array],  # [C, D] hidden -> [C, V] float32 logits
+    hidden: jax.Array,  # [..., D] the output head's input
+    targets: jax.Array,  # [...] int
+    weights: jax.Array,  # [...] float (0 on padding)
+    label_smoothing: float = 0.0,
+    chunk_size: int = 1024,
+) -> dict[str, jax.Array]:
+    """`weighted_token_stats(head(hidden), ...)` without ever holding [..., V] logits.
+
+    The tokens are cut into chunks of `chunk_size`; `lax.map` computes each chunk's logits,
+    log-softmax and sums, and `jax.checkpoint` makes the backward pass recompute a chunk's
+    logits instead of keeping them, so the largest vocabulary-sized temporary is
+    [chunk_size, V] (forward and backward), not [B, T, V]. The price is one more forward
+    projection per chunk in the backward pass. Padded tail rows carry weight 0.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size={chunk_size}: must be >= 1 (0 means the plain loss).")
+    dim = hidden.shape[-1]
+    n = targets.size
+    chunk_size = min(chunk_size, n)
+    chunks = -(-n // chunk_size)
+    pad = chunks * chunk_size - n
+    h = jnp.pad(hidden.reshape(n, dim), ((0, pad), (0, 0)))  # [N', D]
+    t = jnp.pad(targets.reshape(n), (0, pad))  # [N']
+    w = jnp.pad(weights.reshape(n).astype(jnp.float32), (0, pad))  # [N']
+
+    @jax.checkpoint
+    def one(args):
+        hc, tc, wc = args  # [C, D], [C], [C]
+        return weighted_token_stats(head(hc), tc, wc, label_smoothing)  # [C, V] never leaves
+
+    per_chunk = lax.map(
+        one,
+        (
+            h.reshape(chunks, chunk_size, dim),  # [n, C, D]
+            t.reshape(chunks, chunk_size),  # [n, C]
+            w.reshape(chunks, chunk_size),  # [n, C]
+        ),
+    )
+    return {k: jnp.sum(v) for k, v in per_chunk.items()}

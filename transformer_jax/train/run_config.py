@@ -84,6 +84,12 @@ def default_config() -> ml_collections.ConfigDict:
     c.weight_decay = 0.0
     c.grad_clip_norm = 1.0  # 0 or None: no clipping
     c.label_smoothing = 0.0
+    # Tokens per chunk of the chunked cross-entropy (losses.chunked_token_stats: [B, T, V]
+    # logits never exist, at the cost of recomputing each chunk's logits in the backward
+    # pass); 0: the plain loss over the full logits. -1 (auto): chunks of 1024 tokens once the
+    # float32 logits of a device's micro-batch would pass 1 GiB (32 MiB on CPUs, where the
+    # chunked loss is also faster: steps.resolve_loss_chunk_size), else plain.
+    c.loss_chunk_size = -1
     c.skip_nonfinite = False  # True: skip updates with a NaN/Inf loss or gradient
     # Loop.
     c.seed = 0
@@ -203,6 +209,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
             config.grad_accum_steps,
             f"must divide per_device_batch_size={config.per_device_batch_size}",
         )
+    chunk = config.get("loss_chunk_size", -1)
+    if not _is_int(chunk) or chunk < -1:
+        _fail("loss_chunk_size", chunk, "must be an int: -1 (auto), 0 (plain loss) or > 0")
     if not _is_number(config.label_smoothing) or not 0.0 <= config.label_smoothing < 1.0:
         _fail("label_smoothing", config.label_smoothing, "must be in [0, 1)")
     if not _is_int(config.keep_checkpoints) or config.keep_checkpoints < 1:

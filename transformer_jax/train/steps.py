@@ -23,7 +23,11 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-from transformer_jax.train.losses import smoothed_cross_entropy, weighted_token_stats
+from transformer_jax.train.losses import (
+    chunked_token_stats,
+    smoothed_cross_entropy,
+    weighted_token_stats,
+)
 
 OBJECTIVES = ("clm", "mlm", "mlm_nsp", "denoise", "span_corruption", "seq2seq", "plm")
 
@@ -42,6 +46,27 @@ def init_train_state(params: Any, tx: optax.GradientTransformation) -> TrainStat
     return TrainState(step=step, params=params, opt_state=tx.init(params), skipped=skipped)
 
 
+AUTO_CHUNK_TOKENS = 1024  # loss_chunk_size=-1: the chunk once the logits pass the limit
+AUTO_CHUNK_LOGITS_BYTES = 1 << 30  # float32 [tokens, V] logits above 1 GiB: chunk the loss
+# On CPUs from 32 MiB: XLA:CPU computes the plain loss's backward for the output kernel's
+# gradient as a transposing fusion over [tokens, V] (~14x the time of the same pass in row
+# order: 1.2 s of a 5 s step, issue 12); the chunked loss's per-chunk dots avoid it.
+AUTO_CHUNK_LOGITS_BYTES_CPU = 32 << 20
+
+
+def resolve_loss_chunk_size(
+    loss_chunk_size: int, tokens: int, vocab_size: int, platform: str | None = None
+) -> int:
+    """-1 (auto) -> AUTO_CHUNK_TOKENS once the float32 logits of `tokens` tokens (one
+    device's micro-batch) pass AUTO_CHUNK_LOGITS_BYTES (_CPU on a CPU), else 0 (the plain
+    loss); other values pass through. `platform`: None = jax's default backend."""
+    if loss_chunk_size != -1:
+        return loss_chunk_size
+    platform = jax.default_backend() if platform is None else platform
+    limit = AUTO_CHUNK_LOGITS_BYTES_CPU if platform == "cpu" else AUTO_CHUNK_LOGITS_BYTES
+    return AUTO_CHUNK_TOKENS if tokens * vocab_size * 4 > limit else 0
+
+
 def _psum(x: Any, axis_name: str | None) -> Any:
     """The one collective of the steps: a sum over the data-parallel axis (identity off-axis)."""
     return x if axis_name is None else lax.psum(x, axis_name)
@@ -56,9 +81,17 @@ def forward_stats(
     label_smoothing: float = 0.0,
     deterministic: bool = True,
     rngs: dict[str, jax.Array] | None = None,
+    loss_chunk_size: int = 0,
 ) -> dict[str, jax.Array]:
-    """Forward pass for `objective`; returns SUMS: loss, nll, correct, weight (+ nsp_*)."""
+    """Forward pass for `objective`; returns SUMS: loss, nll, correct, weight (+ nsp_*).
+
+    `loss_chunk_size` > 0: the model returns its final hidden states and the token loss runs
+    the output head over chunks of that many tokens (losses.chunked_token_stats), so [B, T, V]
+    logits never exist; 0: the plain loss over the full logits."""
     variables = {"params": params}
+    full = model
+    if loss_chunk_size:
+        model = model.clone(hidden_out=True)  # `logits` below are hidden states [B, T, D]
     kw = dict(deterministic=deterministic, rngs=rngs or {})
     nsp_logits = None
     if objective == "clm":
@@ -107,7 +140,17 @@ def forward_stats(
         )
     else:
         raise ValueError(f"objective={objective!r} is not one of {OBJECTIVES}.")
-    stats = weighted_token_stats(logits, batch["targets"], batch["weights"], label_smoothing)
+    if loss_chunk_size:
+        stats = chunked_token_stats(
+            lambda h: full.apply(variables, h, method="head"),  # [C, D] -> [C, V]
+            logits,
+            batch["targets"],
+            batch["weights"],
+            label_smoothing,
+            loss_chunk_size,
+        )
+    else:
+        stats = weighted_token_stats(logits, batch["targets"], batch["weights"], label_smoothing)
     if objective == "mlm_nsp":
         if nsp_logits is None:
             raise ValueError(
@@ -167,10 +210,11 @@ def make_train_step(
     grad_accum_steps: int = 1,
     skip_nonfinite: bool = False,
     axis_name: str | None = "batch",
+    loss_chunk_size: int = 0,
 ) -> Callable[[TrainState, dict[str, jax.Array], jax.Array], tuple[TrainState, dict]]:
     """Builds the pure step. `rng` is the run's base key; the step folds in the step number and
     the device index (0 without `axis_name`), so randomness is a function of (seed, step,
-    device)."""
+    device). `loss_chunk_size`: see `forward_stats`."""
 
     def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array):
         rng = jax.random.fold_in(rng, state.step)
@@ -193,6 +237,7 @@ def make_train_step(
                     label_smoothing=label_smoothing,
                     deterministic=False,
                     rngs={"dropout": jax.random.fold_in(rng, i)},
+                    loss_chunk_size=loss_chunk_size,
                 )
                 return _objective(stats, totals), stats
 
@@ -240,12 +285,18 @@ def make_eval_step(
     objective: str,
     label_smoothing: float = 0.0,
     axis_name: str | None = "batch",
+    loss_chunk_size: int = 0,
 ) -> Callable[[Any, dict[str, jax.Array]], dict[str, jax.Array]]:
     """eval_step(params, batch) -> summed stats (deterministic: no dropout)."""
 
     def eval_step(params: Any, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
         stats = forward_stats(
-            model, params, batch, objective=objective, label_smoothing=label_smoothing
+            model,
+            params,
+            batch,
+            objective=objective,
+            label_smoothing=label_smoothing,
+            loss_chunk_size=loss_chunk_size,
         )
         return _psum(stats, axis_name)
 
