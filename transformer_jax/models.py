@@ -20,6 +20,7 @@ True where query t may attend key s.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -802,14 +803,31 @@ def init_params(config: ModelConfig, rng: jax.Array, *, heads: bool = True) -> d
     either way, bit for bit (tests/test_models.py); eagerly a tiny model is created in a
     fraction of a second instead of a 2-5 s compile of one program holding every draw.
     """
+    if isinstance(rng, jax.core.Tracer):  # under jit / eval_shape: traced once per config
+        return _traced_init(config, rng, heads)
     if config.scan_layers:  # the unscanned model's values, stacked: scanning changes nothing
         per_layer = config.replace(scan_layers=False, remat="none")
         return stack_layers(init_params(per_layer, rng, heads=heads))
-    model = build(config)
-    length = min(8, config.max_len)
-    tokens = jax.ShapeDtypeStruct((1, length), jnp.int32)  # [B, T]: only its shape is used
-    args = (tokens, tokens) if config.arch == "encoder_decoder" else (tokens,)
+    model, args = _init_model_and_args(config)
+    args = tuple(jax.ShapeDtypeStruct(a.shape, a.dtype) for a in args)  # only shapes are used
     return model.lazy_init(rng, *args, method=_init_method(model, config, heads))["params"]
+
+
+def _init_model_and_args(config: ModelConfig) -> tuple[nn.Module, tuple[jax.Array, ...]]:
+    model = build(config)
+    tokens = jnp.ones((1, min(8, config.max_len)), jnp.int32)  # [B, T]
+    return model, ((tokens, tokens) if config.arch == "encoder_decoder" else (tokens,))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def _traced_init(config: ModelConfig, rng: jax.Array, heads: bool) -> dict[str, Any]:
+    """init_params inside a trace: one jit per config, so that the model is traced once and
+    later `jax.eval_shape`s of the same config are free (the presets are checked that way)."""
+    if config.scan_layers:
+        per_layer = config.replace(scan_layers=False, remat="none")
+        return stack_layers(_traced_init(per_layer, rng, heads))
+    model, args = _init_model_and_args(config)
+    return model.init(rng, *args, method=_init_method(model, config, heads))["params"]
 
 
 def _init_encoder(model: EncoderOnly, tokens: jax.Array) -> tuple:
