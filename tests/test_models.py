@@ -547,9 +547,7 @@ def test_dropout(cfg):
 def _trace(cfg, *inputs, method=None, **kwargs):
     model = models.build(cfg)
     params = params_of(cfg)  # outside the trace: the cache must never keep tracers
-    return jax.eval_shape(
-        lambda: model.apply({"params": params}, *inputs, method=method, **kwargs)
-    )
+    return jax.eval_shape(lambda: model.apply({"params": params}, *inputs, method=method, **kwargs))
 
 
 def test_inputs_longer_than_max_len_raise():
@@ -703,3 +701,18 @@ def test_layout_1_paths_migrate_to_the_current_tree(cfg):
     migrated = migrate_paths(old, 1)
     assert migrated == {"params/" + new: new for new in current}
     assert migrate_paths(migrated, PARAM_LAYOUT) == migrated  # current: unchanged
+
+
+@pytest.mark.parametrize("cfg", [pytest.param(ALBERT.replace(num_layers=2), id="albert"), T5REL])
+def test_eager_init_equals_one_jitted_program_bitwise(cfg):
+    """init_params runs eagerly (lazy_init, one compiled program per parameter shape); under
+    jit it is one program, as in mesh mode. The parameters are identical, bit for bit: a
+    checkpoint, a seed or a resumed run means the same numbers in both modes."""
+    eager = models.init_params(cfg, jax.random.key(3))
+    jitted = jax.jit(lambda r: models.init_params(cfg, r))(jax.random.key(3))
+    assert jax.tree.structure(eager) == jax.tree.structure(jitted)
+    for (path, a), b in zip(
+        jax.tree_util.tree_flatten_with_path(eager)[0], jax.tree.leaves(jitted), strict=True
+    ):
+        assert a.dtype == b.dtype and np.array_equal(a, b), jax.tree_util.keystr(path)
+    assert len({float(jnp.std(x)) for x in jax.tree.leaves(eager) if x.ndim == 2}) > 3  # drawn

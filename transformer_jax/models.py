@@ -820,11 +820,39 @@ def init_params(config: ModelConfig, rng: jax.Array, *, heads: bool = True) -> d
     leading `layers` axis (`stack_layers`): the same run with or without scan.
 
     Pure: under `jax.eval_shape(lambda r: init_params(config, r), rng)` it allocates nothing,
-    which is how full-size presets are counted and checked. Compiled as one program (jit,
-    cached per config): run eagerly, flax's init would dispatch (and compile) every operation
-    of the forward pass on its own, which takes seconds even for a tiny model.
+    which is how full-size presets are counted and checked, and under `jax.jit` it is one
+    program (mesh mode creates the state in its shards that way). Called eagerly it runs
+    flax's `lazy_init`: the forward pass is only traced, abstractly, and what executes is the
+    parameters' own creation, each random draw a program compiled once per shape
+    (`nn.initializers`) and shared by every model with that shape. The values are the same
+    either way, bit for bit (tests/test_models.py); eagerly a tiny model is created in a
+    fraction of a second instead of a 2-5 s compile of one program holding every draw.
     """
-    return _init_params(config, rng, heads)
+    if isinstance(rng, jax.core.Tracer):  # under jit / eval_shape: traced once per config
+        return _traced_init(config, rng, heads)
+    if config.scan_layers:  # the unscanned model's values, stacked: scanning changes nothing
+        per_layer = config.replace(scan_layers=False, remat="none")
+        return stack_layers(init_params(per_layer, rng, heads=heads))
+    model, args = _init_model_and_args(config)
+    args = tuple(jax.ShapeDtypeStruct(a.shape, a.dtype) for a in args)  # only shapes are used
+    return model.lazy_init(rng, *args, method=_init_method(model, config, heads))["params"]
+
+
+def _init_model_and_args(config: ModelConfig) -> tuple[nn.Module, tuple[jax.Array, ...]]:
+    model = build(config)
+    tokens = jnp.ones((1, min(8, config.max_len)), jnp.int32)  # [B, T]
+    return model, ((tokens, tokens) if config.arch == "encoder_decoder" else (tokens,))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def _traced_init(config: ModelConfig, rng: jax.Array, heads: bool) -> dict[str, Any]:
+    """init_params inside a trace: one jit per config, so that the model is traced once and
+    later `jax.eval_shape`s of the same config are free (the presets are checked that way)."""
+    if config.scan_layers:
+        per_layer = config.replace(scan_layers=False, remat="none")
+        return stack_layers(_traced_init(per_layer, rng, heads))
+    model, args = _init_model_and_args(config)
+    return model.init(rng, *args, method=_init_method(model, config, heads))["params"]
 
 
 def _init_encoder(model: EncoderOnly, tokens: jax.Array) -> tuple:
@@ -833,18 +861,6 @@ def _init_encoder(model: EncoderOnly, tokens: jax.Array) -> tuple:
     h = model.encode(tokens)
     cls = model.classify_hidden(h) if model.config.heads.num_labels else None
     return model.mlm_logits(h), model.pool(h), cls
-
-
-@functools.partial(jax.jit, static_argnums=(0, 2))
-def _init_params(config: ModelConfig, rng: jax.Array, heads: bool) -> dict[str, Any]:
-    if config.scan_layers:  # the unscanned model's values, stacked: scanning changes nothing
-        per_layer = config.replace(scan_layers=False, remat="none")
-        return stack_layers(_init_params(per_layer, rng, heads))
-    model = build(config)
-    length = min(8, config.max_len)
-    tokens = jnp.ones((1, length), jnp.int32)  # [B, T]
-    args = (tokens, tokens) if config.arch == "encoder_decoder" else (tokens,)
-    return model.init(rng, *args, method=_init_method(model, config, heads))["params"]
 
 
 def _init_method(model: nn.Module, config: ModelConfig, heads: bool) -> Any:

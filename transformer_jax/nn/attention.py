@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from transformer_jax.config import ATTENTION_IMPLS, AttentionConfig, ModelConfig
+from transformer_jax.nn import initializers
 from transformer_jax.nn.partitioning import logical
 from transformer_jax.nn.positions import PositionEncoding
 
@@ -610,7 +611,7 @@ class MultiHeadAttention(nn.Module):
                 axis=axis,
                 use_bias=use_bias,
                 dtype=self.dtype,
-                kernel_init=logical(nn.initializers.normal(self.init_std), axes),
+                kernel_init=logical(initializers.normal(self.init_std), axes),
             )
 
         qkv, kv = ("embed", "heads", "head_dim"), ("embed", "kv_heads", "head_dim")

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from transformer_jax.config import AttentionConfig, FeedForwardConfig, ModelConfig, NormConfig
+from transformer_jax.nn import initializers
 from transformer_jax.nn.attention import KVCache, MultiHeadAttention
 from transformer_jax.nn.partitioning import logical
 from transformer_jax.nn.positions import PositionEncoding
@@ -47,7 +48,7 @@ def dense(
         features,
         use_bias=use_bias,
         dtype=dtype,
-        kernel_init=logical(nn.initializers.normal(init_std), axes),
+        kernel_init=logical(initializers.normal(init_std), axes),
         name=name,
     )
 

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from transformer_jax.config import ModelConfig
+from transformer_jax.nn import initializers
 from transformer_jax.nn.blocks import make_norm
 from transformer_jax.nn.partitioning import logical
 from transformer_jax.nn.positions import PositionEncoding, PositionScheme, sinusoidal_table
@@ -26,7 +27,7 @@ def token_embed(config: ModelConfig, name: str = "token_embed") -> nn.Embed:
         num_embeddings=config.vocab_size,
         features=config.embed_size,
         dtype=config.compute_dtype,
-        embedding_init=logical(nn.initializers.normal(config.init_std), ("vocab", "embed")),
+        embedding_init=logical(initializers.normal(config.init_std), ("vocab", "embed")),
         name=name,
     )
 
@@ -72,7 +73,7 @@ class InputEmbedding(nn.Module):
                 emb.type_vocab_size,
                 cfg.embed_size,
                 dtype=cfg.compute_dtype,
-                embedding_init=nn.initializers.normal(cfg.init_std),
+                embedding_init=initializers.normal(cfg.init_std),
                 name="type_embed",
             )
             x = x + type_embed(token_types)  # [B, T, E]
@@ -88,7 +89,7 @@ class InputEmbedding(nn.Module):
             x = nn.Dense(
                 cfg.d_model,
                 dtype=cfg.compute_dtype,
-                kernel_init=nn.initializers.normal(cfg.init_std),
+                kernel_init=initializers.normal(cfg.init_std),
                 name="embed_proj",
             )(x)  # [B, T, E] -> [B, T, D]
         return x, encoding

@@ -25,6 +25,7 @@ from transformer_jax.config import (
     RotaryPositions,
     SinusoidalPositions,
 )
+from transformer_jax.nn import initializers
 
 
 def sinusoidal_table(length: int, d_model: int, layout: str = "interleaved") -> np.ndarray:
@@ -158,7 +159,7 @@ class PositionScheme(nn.Module):
         if isinstance(v, LearnedPositions):
             table = self.param(
                 "embedding",
-                nn.initializers.normal(self.init_std),
+                initializers.normal(self.init_std),
                 (self.max_len + v.offset, self.features),
                 jnp.float32,
             )  # [P, E]
@@ -174,7 +175,7 @@ class PositionScheme(nn.Module):
         if isinstance(v, RelativePositions):
             table = self.param(
                 "relative_bias",
-                nn.initializers.normal(self.init_std),
+                initializers.normal(self.init_std),
                 (v.num_buckets, self.num_heads),
                 jnp.float32,
             )  # [num_buckets, N]

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from transformer_jax.config import ModelConfig
+from transformer_jax.nn import initializers
 from transformer_jax.nn.attention import attend
 from transformer_jax.nn.blocks import FeedForward, make_norm
 from transformer_jax.nn.positions import relative_sinusoids
@@ -58,7 +59,7 @@ class RelativeAttention(nn.Module):
     init_std: float = 0.02
 
     def setup(self) -> None:
-        init = nn.initializers.normal(self.init_std)
+        init = initializers.normal(self.init_std)
         shape = (self.num_heads, self.head_dim)
 
         def proj(name):  # D -> [N, H]
@@ -167,7 +168,7 @@ class TwoStreamStack(nn.Module):
 
     def setup(self) -> None:
         cfg = self.config
-        init = nn.initializers.normal(cfg.init_std)
+        init = initializers.normal(cfg.init_std)
         self.mask_emb = self.param("mask_emb", init, (cfg.d_model,), jnp.float32)
         self.layers = [TwoStreamLayer(cfg, name=f"layer_{i}") for i in range(cfg.num_layers)]
         self.dropout = nn.Dropout(cfg.dropout_rate)

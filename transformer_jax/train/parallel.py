@@ -50,7 +50,10 @@ class PmapRunner:
         self._eval = jax.pmap(eval_step, axis_name=axis_name)
 
     def init(self, init_state: Callable[[], Any]) -> Any:
-        return self.place(jax.jit(init_state)())
+        """A fresh state on every device. Run eagerly: `models.init_params` compiles one small
+        program per parameter shape (shared by later models) where a jit of the whole
+        `init_state` would compile every random draw anew; the values are the same."""
+        return self.place(init_state())
 
     def place(self, state: Any) -> Any:
         return replicate(state, self.axis_name)
