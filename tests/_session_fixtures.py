@@ -70,6 +70,7 @@ def pytest_unconfigure(config):
         shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups into the node ids
 def pytest_collection_modifyitems(config, items):
     """`serial` tests share one xdist group (with --dist loadgroup: one worker, in turn). Under
     xdist the long tests are handed out first (serial, then slow, each in collection order),
