@@ -336,6 +336,18 @@ def records(workdir: str) -> list[dict]:
         return [json.loads(line) for line in f]
 
 
+def checkpoint_status(workdir: str) -> dict[int, str]:
+    """{step: "trusted" / "no_manifest" / ...} of the workdir's checkpoints (Checkpoints'
+    own verdict, read-only)."""
+    from transformer_jax.train.checkpoints import Checkpoints
+
+    ckpt = Checkpoints(os.path.join(workdir, "checkpoints"), async_save=False)
+    try:
+        return ckpt.step_status()
+    finally:
+        ckpt.close()
+
+
 def load_state(workdir: str, step: int | None = None) -> tuple[int, dict]:
     """(step, host tree of the whole train state) of the latest trusted (or given) step,
     read back through orbax with every check of Checkpoints."""

@@ -26,7 +26,7 @@ import _robustness_util as U
 import pytest
 
 from transformer_jax.train import workdir as wd
-from transformer_jax.train.checkpoints import MANIFEST_FILE, UNTRUSTED_DIR, Checkpoints
+from transformer_jax.train.checkpoints import MANIFEST_FILE, UNTRUSTED_DIR
 
 pytestmark = [pytest.mark.slow, pytest.mark.serial]  # binds a port; signals; 3 processes
 
@@ -42,14 +42,6 @@ TINY = {  # one layer of width 32: the point is the processes, not the model
     "eval_every_steps": STEPS,  # one evaluation, at the end
     "checkpoint_every_steps": 2,
 }
-
-
-def _status(workdir: str) -> dict[int, str]:
-    ckpt = Checkpoints(os.path.join(workdir, "checkpoints"), async_save=False)
-    try:
-        return ckpt.step_status()
-    finally:
-        ckpt.close()
 
 
 def _untrusted(workdir: str) -> list[str]:
@@ -73,11 +65,11 @@ def runs(tmp_path_factory):
     try:
         workdir = ref.new_workdir("mp-sigterm")
         preempted = U.train_processes(workdir, flags, [None, {"sigterm_at_step": 2}])
-        after_sigterm = (_status(workdir), U.records(workdir), _untrusted(workdir))
+        after_sigterm = (U.checkpoint_status(workdir), U.records(workdir), _untrusted(workdir))
         planted = os.path.join(workdir, "checkpoints", "4")
         shutil.copytree(os.path.join(ref.workdir, "checkpoints", "4"), planted)
         os.remove(os.path.join(planted, MANIFEST_FILE))
-        planted_status = _status(workdir)
+        planted_status = U.checkpoint_status(workdir)
         resumed = U.train_processes(workdir, flags, [{"slow_save": 0.5}, None])
     finally:
         _, err = reference.communicate(timeout=U.TIMEOUT)
@@ -138,7 +130,7 @@ def test_untrusted_step_is_moved_aside_once_and_saved_again_by_both_processes(ru
     moved_dir = os.path.join(runs.workdir, "checkpoints", UNTRUSTED_DIR, untrusted[0])
     leftover = os.listdir(os.path.join(runs.ref.workdir, "checkpoints", "4"))
     assert sorted(os.listdir(moved_dir)) == sorted(set(leftover) - {MANIFEST_FILE})  # intact
-    assert _status(runs.workdir) == {s: "trusted" for s in (2, 3, 4, 6)}
+    assert U.checkpoint_status(runs.workdir) == {s: "trusted" for s in (2, 3, 4, 6)}
     assert not glob.glob(os.path.join(runs.workdir, "checkpoints", "*orbax-checkpoint-tmp*"))
     # The new step 4 passes every check of a restore (checksums included) and is the run's.
     _, state = U.load_state(runs.workdir, 4)

@@ -19,8 +19,6 @@ import jax
 import numpy as np
 import pytest
 
-from transformer_jax.train.checkpoints import Checkpoints
-
 pytestmark = pytest.mark.slow
 
 
@@ -29,16 +27,8 @@ def ref(tmp_path_factory):
     return U.reference(tmp_path_factory)
 
 
-def _status(workdir: str) -> dict[int, str]:
-    ckpt = Checkpoints(os.path.join(workdir, "checkpoints"), async_save=False)
-    try:
-        return ckpt.step_status()
-    finally:
-        ckpt.close()
-
-
 def _latest(workdir: str) -> int | None:
-    trusted = [s for s, v in _status(workdir).items() if v == "trusted"]
+    trusted = [s for s, v in U.checkpoint_status(workdir).items() if v == "trusted"]
     return trusted[-1] if trusted else None
 
 
@@ -81,24 +71,26 @@ def test_sigkill_during_async_save_resumes_from_newest_complete_step(ref):
         assert out.returncode == -9, (moment, out.stderr[-2000:])
         assert _resumed_from(out) in (None, 2), moment
         assert glob.glob(tmp), moment  # the partial save is there ...
-        assert _status(workdir) == {2: "trusted"}, moment  # ... and never taken as a step
+        assert U.checkpoint_status(workdir) == {2: "trusted"}, (
+            moment
+        )  # ... and never taken as a step
     out = ref.train(workdir, faults={"kill_in_save": [4, "before_manifest"]}, overrides=keep)
     assert out.returncode == -9 and _resumed_from(out) == 2
     assert "Removed 4.orbax-checkpoint-tmp" in out.stderr
     # orbax finished step 4 (commit marker, renamed) but its checksums were never written.
     assert os.path.exists(os.path.join(workdir, "checkpoints", "4", "commit_success.txt"))
-    assert _status(workdir) == {2: "trusted", 4: "no_manifest"}
+    assert U.checkpoint_status(workdir) == {2: "trusted", 4: "no_manifest"}
 
     out = ref.train(workdir, faults={"kill_in_save": [6, "in_retention"]}, overrides=keep)
     assert out.returncode == -9 and _resumed_from(out) == 2
     assert "Ignoring checkpoint step 4" in out.stderr
     assert glob.glob(os.path.join(workdir, "checkpoints", "untrusted", "4-replaced-*"))
-    assert _status(workdir) == {4: "trusted", 6: "trusted"}  # 2 was being deleted
+    assert U.checkpoint_status(workdir) == {4: "trusted", 6: "trusted"}  # 2 was being deleted
 
     out = ref.train(workdir, overrides=keep)
     assert out.returncode == 0, out.stderr[-2000:]
     assert _resumed_from(out) == 6
-    assert _status(workdir) == {6: "trusted", 8: "trusted"}
+    assert U.checkpoint_status(workdir) == {6: "trusted", 8: "trusted"}
     assert not glob.glob(os.path.join(workdir, "checkpoints", ".deleting-*"))
     U.assert_same_as_reference(ref, workdir)
 
@@ -163,7 +155,12 @@ def test_ctrl_c_saves_and_a_second_one_exits_at_once_and_output_is_quiet(ref):
                                "Second Ctrl-C: exiting now, without finishing the checkpoint "
                                "being saved; earlier checkpoints are intact. Rerun the same "
                                "command to resume."])  # fmt: skip
-    assert _status(workdir) == {2: "trusted", 3: "trusted", 4: "trusted", 5: "no_manifest"}
+    assert U.checkpoint_status(workdir) == {
+        2: "trusted",
+        3: "trusted",
+        4: "trusted",
+        5: "no_manifest",
+    }
 
     # The last good checkpoint is bitwise the reference's (resuming past a step without its
     # manifest is test_sigkill_during_async_save_resumes_from_newest_complete_step's).
@@ -188,7 +185,10 @@ def test_nonfinite_loss_stops_with_the_step_and_exit_3(ref):
     assert out.returncode == U.EXIT_NONFINITE, out.stderr[-2000:]
     assert "Non-finite loss or gradient at step 6" in out.stderr
     assert "last checkpoint: step 4" in out.stderr
-    assert _status(workdir) == {2: "trusted", 4: "trusted"}  # nothing after the NaN saved
+    assert U.checkpoint_status(workdir) == {
+        2: "trusted",
+        4: "trusted",
+    }  # nothing after the NaN saved
     for step in (2, 4):
         _, state = U.load_state(workdir, step)
         assert all(np.isfinite(x).all() for x in jax.tree.leaves(state))

@@ -828,11 +828,11 @@ def init_params(config: ModelConfig, rng: jax.Array, *, heads: bool = True) -> d
     either way, bit for bit (tests/test_models.py); eagerly a tiny model is created in a
     fraction of a second instead of a 2-5 s compile of one program holding every draw.
     """
-    if isinstance(rng, jax.core.Tracer):  # under jit / eval_shape: traced once per config
-        return _traced_init(config, rng, heads)
     if config.scan_layers:  # the unscanned model's values, stacked: scanning changes nothing
         per_layer = config.replace(scan_layers=False, remat="none")
         return stack_layers(init_params(per_layer, rng, heads=heads))
+    if isinstance(rng, jax.core.Tracer):  # under jit / eval_shape: traced once per config
+        return _traced_init(config, rng, heads)
     model, args = _init_model_and_args(config)
     args = tuple(jax.ShapeDtypeStruct(a.shape, a.dtype) for a in args)  # only shapes are used
     return model.lazy_init(rng, *args, method=_init_method(model, config, heads))["params"]
@@ -848,9 +848,6 @@ def _init_model_and_args(config: ModelConfig) -> tuple[nn.Module, tuple[jax.Arra
 def _traced_init(config: ModelConfig, rng: jax.Array, heads: bool) -> dict[str, Any]:
     """init_params inside a trace: one jit per config, so that the model is traced once and
     later `jax.eval_shape`s of the same config are free (the presets are checked that way)."""
-    if config.scan_layers:
-        per_layer = config.replace(scan_layers=False, remat="none")
-        return stack_layers(_traced_init(per_layer, rng, heads))
     model, args = _init_model_and_args(config)
     return model.init(rng, *args, method=_init_method(model, config, heads))["params"]
 
