@@ -289,4 +289,4 @@ def ref():
 
 # Session set-up (compilation cache shared with subprocesses, run-once builds, the `serial`
 # marker for xdist): see tests/_session_fixtures.py.
-pytest_plugins = ["_session_fixtures"]
+pytest_plugins = ["_session_fixtures", "_workdirs"]  # the latter: the `workdirs` fixture

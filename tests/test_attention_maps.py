@@ -10,7 +10,7 @@ import jax
 import matplotlib.image
 import numpy as np
 import pytest
-from test_cli import OPTIONS, sample, workdirs  # noqa: F401  (the session's trained workdirs)
+from test_cli import OPTIONS, sample
 from test_models import SEQ2SEQ_GQA, params_of
 
 from transformer_jax import models
@@ -94,15 +94,15 @@ def _png_size(path):
 
 
 @pytest.mark.slow  # a trained workdir, a generate and an attention forward
-def test_sample_draws_the_attention_png(workdirs, tmp_path):  # noqa: F811
+def test_sample_draws_the_attention_png(workdirs, tmp_path):
     path = tmp_path / "attention.png"
-    lines = sample.run(workdirs["transformer-tiny"], ["alpha beta"], **OPTIONS,
+    lines = sample.run(workdirs["transformer-tiny"], ["alpha bravo"], **OPTIONS,
                        attention_png=str(path))  # fmt: skip
     assert lines[-1] == f"# attention maps: {path}"
     # transformer-tiny: 2 encoder + 2 decoder layers of 4 heads -> 2 + 2 * 2 = 6 rows of 4
-    # panels; the longest sequence (source "alpha beta" + EOS, or start + 5 new tokens) has
-    # at most 6 tokens, so each panel is the 2.2-inch minimum: 4 * 2.2 + 1.6 inches wide,
-    # 6 * (2.2 + 0.9) + 0.6 high, at 100 dpi.
+    # panels; the longest sequence (source "alpha bravo" + EOS, two words of the run's corpus,
+    # or start + 5 new tokens) has at most 6 tokens, so each panel is the 2.2-inch minimum:
+    # 4 * 2.2 + 1.6 inches wide, 6 * (2.2 + 0.9) + 0.6 high, at 100 dpi.
     assert _png_size(path) == (1040, 1920)
     image = matplotlib.image.imread(path)
     assert image.shape == (1920, 1040, 4) and image.std() > 0.1  # drawn, not blank

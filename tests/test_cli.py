@@ -1,81 +1,16 @@
 """sample.py and train.py as a user runs them: workdirs from short real training runs."""
 
 import os
-import pathlib
 import subprocess
 import sys
 
 import pytest
-from _session_fixtures import build_once, shared_dir
-
-from transformer_jax.data import synthetic
-from transformer_jax.train import default_config, train_and_evaluate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import sample  # noqa: E402
 
-pytestmark = pytest.mark.slow  # three training runs, sample.py subprocesses
-
-
-def _config(tmp, preset, objective):
-    c = default_config()
-    c.model = preset
-    c.objective = objective
-    if objective == "seq2seq":
-        c.dataset = "parallel_text"
-        c.train_source, c.train_target = str(tmp / "s.txt"), str(tmp / "t.txt")
-        c.eval_source, c.eval_target = str(tmp / "es.txt"), str(tmp / "et.txt")
-        synthetic.write_parallel_corpus(c.train_source, c.train_target, 300, seed=0)
-        synthetic.write_parallel_corpus(c.eval_source, c.eval_target, 20, seed=1)
-        c.bleu_sentences = 0  # BLEU in training: test_train_loop.py (saves a beam compile)
-    else:
-        c.dataset = "text_files"
-        synthetic.write_code_corpus(str(tmp / "code"), 30, seed=0)
-        synthetic.write_code_corpus(str(tmp / "eval"), 3, seed=1)
-        c.train_files, c.eval_files = str(tmp / "code" / "*.py"), str(tmp / "eval" / "*.py")
-    c.vocab_size = 512
-    c.max_length = 32
-    c.per_device_batch_size = 4
-    c.eval_batch_size = 4
-    c.num_train_steps = 4
-    c.warmup_steps = 2
-    c.log_every_steps = 2
-    c.eval_every_steps = 4
-    c.num_eval_batches = 1
-    c.checkpoint_every_steps = 4
-    c.progress_bar = False
-    c.peak_flops = 1e12  # MFU against a given peak: no start-up matmul measurement
-    return c
-
-
-ARCHITECTURES = (("gpt-tiny", "clm"), ("transformer-tiny", "seq2seq"), ("bert-tiny", "mlm"))
-
-
-class _Workdirs:
-    """One trained workdir per architecture, each built once per run by whichever xdist worker
-    asks for it first, and only read by the tests. Separate builds: a test waits only for its
-    own architecture's run, and the other worker can build another one meanwhile."""
-
-    def __init__(self, root):
-        self.root = root
-
-    def __getitem__(self, preset):
-        objective = dict(ARCHITECTURES)[preset]
-        directory = os.path.join(self.root, preset)
-        os.makedirs(directory, exist_ok=True)
-
-        def build(tmp):
-            tmp = pathlib.Path(tmp)
-            train_and_evaluate(_config(tmp, preset, objective), str(tmp / "work"))
-
-        build_once(directory, build)
-        return os.path.join(directory, "work")
-
-
-@pytest.fixture(scope="session")
-def workdirs(tmp_path_factory):
-    return _Workdirs(shared_dir(tmp_path_factory, "cli_workdirs"))
+pytestmark = pytest.mark.slow  # trained workdirs (tests/_workdirs.py), sample.py subprocesses
 
 
 OPTIONS = dict(max_new_tokens=5, temperature=0.0, top_k=0, top_p=1.0, length_penalty=0.6)
@@ -83,7 +18,8 @@ OPTIONS = dict(max_new_tokens=5, temperature=0.0, top_k=0, top_p=1.0, length_pen
 
 def test_decoder_continues_each_prompt(workdirs):
     lines = sample.run(workdirs["gpt-tiny"], ["def alpha(", "x = 1"], **OPTIONS)
-    assert lines[0].startswith("#") and "step 4" in lines[0] and "decoder" in lines[0]
+    steps = workdirs.steps("gpt-tiny")
+    assert lines[0].startswith("#") and f"step {steps}" in lines[0] and "decoder" in lines[0]
     assert len(lines) == 3
     assert lines[1].startswith("> def alpha(") and lines[2].startswith("> x = 1")
     # Greedy is deterministic; sampling with several samples gives one line per sample.

@@ -1,20 +1,19 @@
-"""evaluate.py on the trained tiny workdirs of test_cli.py: perplexity equals exp of the mean
-NLL recomputed here in NumPy from the model's logits (an encoder's MLM accuracy comes from the
-same eval step). BLEU/chrF against the sacrebleu command line: test_train_loop.py, on the
-translation run that learns."""
+"""evaluate.py on the session's trained tiny workdirs (tests/_workdirs.py): perplexity equals
+exp of the mean NLL recomputed here in NumPy from the model's logits (an encoder's MLM accuracy
+comes from the same eval step). BLEU/chrF against the sacrebleu command line: test_train_loop.py,
+on the translation run that learns."""
 
 import json
 
 import jax
 import numpy as np
 import pytest
-from test_cli import workdirs  # noqa: F401  (the session's trained workdirs)
 
 from transformer_jax import data, models
 from transformer_jax.eval import heldout, report
 from transformer_jax.train import workdir as wd
 
-pytestmark = pytest.mark.slow  # reads the trained workdirs of test_cli.py
+pytestmark = pytest.mark.slow  # reads the session's trained workdirs
 
 
 def _numpy_stats(workdir, text_file, tmp_path, apply):
@@ -40,11 +39,11 @@ def _numpy_stats(workdir, text_file, tmp_path, apply):
     return nll / weight, correct / weight
 
 
-def test_perplexity_is_exp_of_the_mean_nll(workdirs, tmp_path):  # noqa: F811
+def test_perplexity_is_exp_of_the_mean_nll(workdirs, tmp_path):
     text = tmp_path / "held_out.py"
     text.write_text(data.synthetic.code_document(np.random.default_rng(7), 6))
     result = report.evaluate(workdir=workdirs["gpt-tiny"], text_file=str(text), batch_size=2)
-    assert result["step"] == 4 and result["arch"] == "decoder"
+    assert result["step"] == workdirs.steps("gpt-tiny") and result["arch"] == "decoder"
     printed = report.table(result)  # what evaluate.py prints (and writes as JSON with --json)
     assert f"perplexity  {result['metrics']['perplexity']:>12.4f}" in printed
     assert json.loads(json.dumps(result)) == result
@@ -59,7 +58,7 @@ def test_perplexity_is_exp_of_the_mean_nll(workdirs, tmp_path):  # noqa: F811
     assert result["metrics"]["accuracy"] == pytest.approx(accuracy, abs=1e-6)
 
 
-def test_bad_inputs_are_named(workdirs, tmp_path):  # noqa: F811
+def test_bad_inputs_are_named(workdirs, tmp_path):
     text = tmp_path / "held_out.py"
     text.write_text("x = 1\n")
     with pytest.raises(FileNotFoundError, match="--text_file .*nothing.txt' does not exist"):

@@ -4,72 +4,29 @@ training exactly like one process: tests/test_reliability_multiprocess.py."""
 
 import json
 import os
-import random
+import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from _workdirs import translation_config
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.util.tensor_util import make_ndarray
 
 from transformer_jax.eval import report
-from transformer_jax.train import default_config, train_and_evaluate
+from transformer_jax.train import train_and_evaluate
 from transformer_jax.train import workdir as wd
 
 SACREBLEU = os.path.join(os.path.dirname(sys.executable), "sacrebleu")  # the venv's command line
-WORDS = [
-    "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet",
-    "kilo", "lima", "mike", "november", "oscar", "papa", "quebec", "romeo", "sierra", "tango",
-]  # fmt: skip
-LEXICON = {w: w[::-1].upper() for w in WORDS}  # "translation": reverse and upper-case
-
-
-def _parallel_corpus(directory, n: int, seed: int) -> tuple[str, str]:
-    rng = random.Random(seed)
-    src_lines, tgt_lines = [], []
-    for _ in range(n):
-        words = [rng.choice(WORDS) for _ in range(rng.randint(2, 6))]
-        src_lines.append(" ".join(words))
-        tgt_lines.append(" ".join(LEXICON[w] for w in reversed(words)))
-    src, tgt = os.path.join(directory, f"src{seed}.txt"), os.path.join(directory, f"tgt{seed}.txt")
-    with open(src, "w") as f:
-        f.write("\n".join(src_lines) + "\n")
-    with open(tgt, "w") as f:
-        f.write("\n".join(tgt_lines) + "\n")
-    return src, tgt
-
-
-def _translation_config(tmp_path):
-    c = default_config()
-    c.model = "transformer-tiny"
-    c.model_overrides.dropout_rate = 0.0
-    c.dataset = "parallel_text"
-    c.train_source, c.train_target = _parallel_corpus(tmp_path, 400, seed=1)
-    c.eval_source, c.eval_target = _parallel_corpus(tmp_path, 40, seed=2)
-    c.objective = "seq2seq"
-    c.vocab_size = 512
-    c.max_length = 32
-    c.per_device_batch_size = 16
-    c.eval_batch_size = 16
-    c.num_train_steps = 120
-    c.schedule = "linear_rsqrt"
-    c.learning_rate = 3e-3
-    c.warmup_steps = 20
-    c.label_smoothing = 0.1
-    c.log_every_steps = 20
-    c.eval_every_steps = 60
-    c.checkpoint_every_steps = 60
-    c.progress_bar = False
-    c.peak_flops = 1e12  # MFU against a given peak: no start-up matmul measurement
-    return c
 
 
 @pytest.mark.slow
-def test_translation_run_learns_and_fills_the_workdir(tmp_path):
-    config = _translation_config(tmp_path)
-    workdir = str(tmp_path / "wmt_tiny")
-    summary = train_and_evaluate(config, workdir)
+def test_translation_run_learns_and_fills_the_workdir(workdirs, tmp_path):
+    # The run (tests/_workdirs.py) is shared with the tests that sample from its workdir.
+    workdir = workdirs["transformer-tiny"]
+    config = translation_config(workdirs.build_dir("transformer-tiny"))
+    summary = workdirs.summary("transformer-tiny")  # what train_and_evaluate returned
     records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
     evals = [r for r in records if r["split"] == "eval"]
     trains = [r for r in records if r["split"] == "train"]
@@ -107,8 +64,9 @@ def test_translation_run_learns_and_fills_the_workdir(tmp_path):
         assert r["bleu"] == pytest.approx(bleu, abs=1e-5), r
         assert r["chrf"] == pytest.approx(chrf, abs=1e-5), r
     assert evals[-1]["bleu"] > 0  # 120 steps translate some word pairs
-    # A second call in the same workdir resumes at the end and only re-evaluates.
-    again = train_and_evaluate(config, workdir)
+    # A second call in the same workdir (a copy: the shared one is only read) resumes at the
+    # end and only re-evaluates.
+    again = train_and_evaluate(config, shutil.copytree(workdir, str(tmp_path / "again")))
     assert again["step"] == 120 and again["eval"]["loss"] == pytest.approx(summary["eval"]["loss"])
     assert again["eval"]["bleu"] == pytest.approx(summary["eval"]["bleu"])
     # evaluate.py on the eval files as given (file order): the command line's scores too, and
