@@ -444,9 +444,10 @@ def _loss_fn(cfg, batch, length):
     heads) through fixed random weights."""
     model = models.build(cfg)
     rng = np.random.default_rng(3)
-    w = jnp.asarray(rng.standard_normal((batch, length, cfg.vocab_size)), jnp.float32)
+    w = jax.device_put(rng.standard_normal((batch, length, cfg.vocab_size)).astype(np.float32))
     if cfg.arch == "encoder":
-        w_cls = jnp.asarray(rng.standard_normal((batch, cfg.heads.num_labels)), jnp.float32)
+        w_cls = rng.standard_normal((batch, cfg.heads.num_labels)).astype(np.float32)
+        w_cls = jax.device_put(w_cls)
 
         def loss(p, *inputs):
             mlm, cls = model.apply({"params": p}, *inputs, method=models.EncoderOnly.pretrain)
