@@ -141,7 +141,7 @@ def test_fully_masked_rows_give_finite_values_and_gradients(ref):
     def loss(q, k, v):
         return jnp.sum(A.dot_product_attention(q, k, v, m) ** 2)
 
-    grads = jax.grad(loss, argnums=(0, 1, 2))(q, k, v)
+    grads = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(q, k, v)  # one program, not op by op
     for g in grads:
         assert np.isfinite(np.asarray(g)).all()
 
@@ -242,10 +242,15 @@ def _mha_params(ref, cfg, x, seed=1):
     return module, ref.random_params(shapes, seed=seed, scale=0.3)
 
 
+def _init_shapes(cfg, x):
+    """The variables `init` creates, as shapes and dtypes (jax.eval_shape: nothing compiled)."""
+    return jax.eval_shape(lambda: _module(cfg).init(jax.random.key(0), x, None))
+
+
 def test_mha_param_shapes():
     cfg = _config()
-    x = jnp.zeros((B, T, D))
-    params = _module(cfg).init(jax.random.key(0), x, None)["params"]
+    x = np.zeros((B, T, D), np.float32)
+    params = _init_shapes(cfg, x)["params"]
     shapes = jax.tree.map(lambda a: a.shape, params)
     assert shapes == {
         "query": {"kernel": (D, N, H), "bias": (N, H)},
@@ -255,17 +260,17 @@ def test_mha_param_shapes():
     }
     assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(params))
     no_bias_cfg = _config(attention={"qkv_bias": False, "out_bias": False})
-    no_bias = _module(no_bias_cfg).init(jax.random.key(0), x, None)
+    no_bias = _init_shapes(no_bias_cfg, x)
     assert not [p for p in jax.tree_util.tree_leaves_with_path(no_bias) if "bias" in str(p[0])]
     # The two switches are independent: projections in, projection out.
-    qkv_only = _module(_config(attention={"out_bias": False})).init(jax.random.key(0), x, None)
+    qkv_only = _init_shapes(_config(attention={"out_bias": False}), x)
     assert {k: set(v) for k, v in qkv_only["params"].items()} == {
         "query": {"kernel", "bias"},
         "key": {"kernel", "bias"},
         "value": {"kernel", "bias"},
         "out": {"kernel"},
     }
-    out_only = _module(_config(attention={"qkv_bias": False})).init(jax.random.key(0), x, None)
+    out_only = _init_shapes(_config(attention={"qkv_bias": False}), x)
     assert {k: set(v) for k, v in out_only["params"].items()} == {
         "query": {"kernel"},
         "key": {"kernel"},
@@ -321,19 +326,26 @@ def test_mha_incremental_cache_equals_full_causal_attention(ref):
     cfg = _config()
     x = np.random.default_rng(4).standard_normal((B, T, D)).astype(np.float32)
     module, params = _mha_params(ref, cfg, x)
-    full, full_kv = module.apply({"params": params}, x, A.causal_mask(T))
+    # Jitted: one program per chunk width instead of one per eager op and shape.
+    full, full_kv = jax.jit(lambda p, x: module.apply({"params": p}, x, A.causal_mask(T)))(
+        params, x
+    )
 
-    cache = A.KVCache.zeros(cfg, B, S)  # one slot more than needed: stale zeros stay hidden
-    outs = []
-    for start, stop in [(0, 2), (2, 3), (3, 4)]:
-        positions = jnp.broadcast_to(jnp.arange(start, stop), (B, stop - start))
-        out, cache = module.apply(
-            {"params": params},
-            x[:, start:stop],
+    @jax.jit
+    def chunk(p, x, start, cache):
+        positions = start + jnp.broadcast_to(jnp.arange(x.shape[1]), x.shape[:2])  # [B, C]
+        return module.apply(
+            {"params": p},
+            x,
             A.cache_mask(positions, S),
             cache=cache,
             cache_index=jnp.full((B,), start),
         )
+
+    cache = A.KVCache.zeros(cfg, B, S)  # one slot more than needed: stale zeros stay hidden
+    outs = []
+    for start, stop in [(0, 2), (2, 3), (3, 4)]:
+        out, cache = chunk(params, x[:, start:stop], np.int32(start), cache)
         outs.append(out)
     np.testing.assert_allclose(np.concatenate(outs, 1), full, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(np.asarray(cache.k[:, :, :T]), full_kv.k, rtol=1e-6, atol=1e-6)

@@ -9,6 +9,8 @@ dividing the lengths.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -43,6 +45,13 @@ def _with_impl(config, impl):
     return config.replace(attention={"impl": impl})
 
 
+@functools.cache
+def _forward(config):
+    """jit(apply) of `config`, one per config: both parametrisations below compare against
+    the same einsum forward, compiled once."""
+    return jax.jit(lambda p, t: models.build(config).apply({"params": p}, t))
+
+
 @pytest.mark.parametrize("impl", ["blockwise", "xla"])  # einsum: the next test and others
 def test_chunked_prefill_then_cached_steps_equal_the_uncached_einsum_forward(small_blocks, impl):
     config = _with_impl(MISTRAL, impl)
@@ -66,7 +75,7 @@ def test_chunked_prefill_then_cached_steps_equal_the_uncached_einsum_forward(sma
         return jnp.stack(got, axis=1)  # [B, steps, V]
 
     got = np.asarray(run(block, lengths, FED))
-    forward = jax.jit(lambda p, t: models.build(reference).apply({"params": p}, t))
+    forward = _forward(reference)
     for b, p in enumerate(PROMPTS):
         full = forward(params, np.concatenate([p, FED[b]])[None].astype(np.int32))  # [1, T, V]
         want = np.asarray(full[0, len(p) - 1 : len(p) - 1 + FED.shape[1]])  # [steps, V]

@@ -201,7 +201,9 @@ def test_rotary_layer_matches_numpy(ref):
     encoding, _ = _encode(cfg.positions)
     shapes = jax.eval_shape(lambda: layer.init(jax.random.key(0), x, mask)["params"])
     params = ref.random_params(shapes, seed=9, scale=0.3)
-    got, _ = layer.apply({"params": params}, x, jnp.asarray(mask), encoding=encoding)
+    # Jitted: one program instead of one per eager op and shape.
+    apply = jax.jit(lambda p: layer.apply({"params": p}, x, jnp.asarray(mask), encoding=encoding))
+    got, _ = apply(params)
 
     def rotate(t):
         return ref.rotary(t, POSITIONS, 10000.0, 6, "interleaved")
