@@ -171,7 +171,7 @@ def test_array_checksum_names_the_parameter(ref, tmp_path, monkeypatch):
     ckpt = _ckpt_copy(ref, tmp_path, steps_=[8])
     good = _target(ref)
     bad = jax.tree.map(np.copy, good)
-    kernel = bad["params"]["decoder"]["layer_1"]["ffn"]["wi"]["kernel"]
+    kernel = bad["params"]["decoder"]["layer_0"]["ffn"]["wi"]["kernel"]
     kernel.view(np.uint32)[3, 5] ^= 1 << 20  # one flipped bit
     digests = checkpoints.array_digests
     monkeypatch.setattr(checkpoints, "array_digests", lambda tree: digests(good))
@@ -180,7 +180,7 @@ def test_array_checksum_names_the_parameter(ref, tmp_path, monkeypatch):
         ckpt.restore(10, good)
     message = str(info.value)
     assert "step 10" in message and "file " not in message  # every file is as written
-    assert "parameter params/decoder/layer_1/ffn/wi/kernel does not match its sha256" in message
+    assert "parameter params/decoder/layer_0/ffn/wi/kernel does not match its sha256" in message
     ckpt.close()
 
 
@@ -234,8 +234,8 @@ def _bfloat16_params_checkpoint(workdir: str) -> None:
             r"\(128, 64\) dtype float32, the config expects shape \(128, 32\) dtype float32",
         ),
         (
-            {"model_overrides.num_layers": 3},
-            r"the checkpoint lacks: \['params/decoder/layer_2/",
+            {"model_overrides.num_layers": 2},
+            r"the checkpoint lacks: \['params/decoder/layer_1/",
         ),
         (
             {"model_overrides.vocab_size": 520},

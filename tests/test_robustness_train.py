@@ -169,7 +169,9 @@ def test_ctrl_c_saves_and_a_second_one_exits_at_once_and_output_is_quiet(ref):
 
 @pytest.mark.serial  # signals / a timed save in flight
 def test_exception_waits_for_the_async_save_and_exits_nonzero(ref):
-    workdir = ref.new_workdir("exception")
+    # From the reference's step 2 (the start is not the point: steps 3-4 and the save of 4 are
+    # this run's, and no earlier slow save of step 2 holds the run up).
+    workdir = ref.new_workdir("exception", checkpoints=[2])
     # Each background write first sleeps 2 s, so step 4's save is still in flight when the
     # exception is raised at step 5: only the wait on the exit path can finish it.
     out = ref.train(workdir, faults={"raise_at_step": 5, "slow_save": 2.0})
