@@ -113,7 +113,9 @@ def test_overfits_one_batch_and_every_parameter_learns(ref, name):
         name_ = jax.tree_util.keystr(path)
         assert np.isfinite(new).all(), f"{name}: {name_} is not finite after one step"
         assert (new != old).any(), f"{name}: {name_} got a zero gradient"
-    for _ in range(59):
+    # 40 steps: the final losses are 0.0008-0.0047 (starcoder-tiny), >= 10x under the bound,
+    # and every family is at accuracy 1.0 from step 20 (60 steps: 0.0004-0.0018).
+    for _ in range(39):
         state, m = step(state, batch, rng)
     final = steps.summarize(jax.device_get(m))
     assert float(first["loss"] / first["weight"]) > 3.0  # ~log(64) at init

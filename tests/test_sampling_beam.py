@@ -1,5 +1,6 @@
 """Beam search against brute force over every sequence of a tiny vocabulary (fake model)."""
 
+import functools
 import itertools
 
 import jax
@@ -60,15 +61,13 @@ def brute_force(prompt, alpha):
     return best
 
 
-def run_beam(prompts, beam_size, alpha, eos_id=EOS):
-    hist = np.zeros((len(prompts), SLOTS), np.int32)
-    for b, p in enumerate(prompts):
-        hist[b, : len(p)] = p
-    start = np.array([len(p) for p in prompts], np.int32)
-    first = np.stack([fake_logits(p, len(p) - 1) for p in prompts])  # [B, V]
+@functools.cache
+def beam_program(beam_size, eos_id):
+    """One jitted search per (beam_size, eos_id); alpha is traced, as beam_search passes it,
+    so that the alphas of a parametrised test share one compiled program."""
 
     @jax.jit
-    def run(first, hist, start):
+    def run(first, hist, start, alpha):
         return beam_search_loop(
             tokens_to_logits,
             first,
@@ -81,7 +80,18 @@ def run_beam(prompts, beam_size, alpha, eos_id=EOS):
             pad_id=PAD,
         )
 
-    return run(first, hist, start)
+    return run
+
+
+def run_beam(prompts, beam_size, alpha, eos_id=EOS):
+    """The final BeamState, as NumPy arrays."""
+    hist = np.zeros((len(prompts), SLOTS), np.int32)
+    for b, p in enumerate(prompts):
+        hist[b, : len(p)] = p
+    start = np.array([len(p) for p in prompts], np.int32)
+    first = np.stack([fake_logits(p, len(p) - 1) for p in prompts])  # [B, V]
+    state = beam_program(beam_size, eos_id)(first, hist, start, np.float32(alpha))
+    return jax.device_get(state)
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.6, 2.0])

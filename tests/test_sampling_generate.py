@@ -44,12 +44,26 @@ def forward(config):
     return jax.jit(lambda p, *inputs: model.apply({"params": p}, *inputs))
 
 
+# The uncached references run at a few fixed shapes, so that every test shares their compiled
+# programs (init_std only sets the initial values: GPT_INIT and BART_INIT below run the same
+# programs). Both decoders are causal: the positions before a prefix's end do not see what
+# fills the rest of the buffer (zeros for GPT, whose pad_id is None; pads for BART).
+BART_TGT = 6  # decoder buffer of the BART references: the longest decode here
+
+
 def gpt_forward():
     return forward(GPT)
 
 
 def bart_forward():
     return forward(BART)
+
+
+def gpt_logits(params, seq):
+    """Uncached logits [len(seq), V] of one sequence, run in the fixed [1, max_len] buffer."""
+    buffer = np.zeros((1, GPT.max_len), np.int32)
+    buffer[0, : len(seq)] = seq
+    return np.asarray(gpt_forward()(params, buffer)[0, : len(seq)])
 
 
 def uncached_greedy_gpt(params, prompt, steps):
@@ -65,7 +79,8 @@ def uncached_greedy_gpt(params, prompt, steps):
 
 
 def uncached_greedy_bart(params, source, steps, eos_id=None):
-    tgt = np.full((1, steps), BART.pad_id, np.int32)
+    assert steps <= BART_TGT
+    tgt = np.full((1, BART_TGT), BART.pad_id, np.int32)  # fixed width: one compile per source
     tgt[0, 0] = BOS
     out = []
     for t in range(steps):
@@ -101,14 +116,14 @@ def test_decoder_cached_logits_equal_full_forward_at_every_step():
         got.append(np.asarray(logits[:, 0]))
     got = np.stack(got, axis=1)  # [B, steps, V]
     for b, p in enumerate(prompts):
-        full = forward(GPT_INIT)(gpt_params, np.concatenate([p, fed[b]])[None].astype(np.int32))
-        want = np.asarray(full[0, len(p) - 1 : len(p) - 1 + fed.shape[1]])  # [steps, V]
+        full = gpt_logits(gpt_params, np.concatenate([p, fed[b]]))  # [T, V]
+        want = full[len(p) - 1 : len(p) - 1 + fed.shape[1]]  # [steps, V]
         np.testing.assert_allclose(got[b], want, atol=1e-5, rtol=1e-5)
 
 
 def test_encoder_decoder_cached_logits_equal_full_forward_at_every_step():
     bart_params = models.init_params(BART_INIT, jax.random.key(3))
-    sources = [[5, 17, 3, 40], [9, 2, 44, 7, 101, 13, 8]]
+    sources = SOURCES[:2]  # 4 and 9 tokens
     fed = np.array([[BOS, 33, 7, 250, 4], [BOS, 12, 300, 6, 90]], np.int32)  # [B, steps]
     src = np.full((2, 16), BART.pad_id, np.int32)  # [B, S] padded sources
     for b, s in enumerate(sources):
@@ -123,9 +138,12 @@ def test_encoder_decoder_cached_logits_equal_full_forward_at_every_step():
         logits, cache = step(fed[:, t : t + 1], np.full((2, 1), t, np.int32), cache)
         got.append(np.asarray(logits[:, 0]))
     got = np.stack(got, axis=1)  # [B, steps, V]
+    steps = fed.shape[1]
     for b, s in enumerate(sources):
-        want = forward(BART_INIT)(bart_params, np.array([s], np.int32), fed[b : b + 1])
-        np.testing.assert_allclose(got[b], want[0], atol=1e-5, rtol=1e-5)  # want [1, T, V]
+        tgt = np.full((1, BART_TGT), BART.pad_id, np.int32)  # the causal prefix is `fed`
+        tgt[0, :steps] = fed[b]
+        want = bart_forward()(bart_params, np.array([s], np.int32), tgt)  # [1, BART_TGT, V]
+        np.testing.assert_allclose(got[b], want[0, :steps], atol=1e-5, rtol=1e-5)
 
 
 # ------------------------------------------------------------------------------ greedy
@@ -230,15 +248,16 @@ def test_beam_of_one_is_greedy_for_both_architectures(gpt_params, bart_params):
     np.testing.assert_array_equal(beam, greedy)
     np.testing.assert_array_equal(lengths, 6)
     assert scores.shape == (3,) and np.all(scores < 0)
+    # BART against the uncached greedy loop (cached greedy == that loop: the test above).
     kwargs = dict(max_new_tokens=5, bos_id=BOS, vocab_limit=BART_LIMIT)
-    greedy, _ = generate(BART, bart_params, SOURCES, temperature=0.0, **kwargs)
     beam, _, _ = beam_search(BART, bart_params, SOURCES, beam_size=1, **kwargs)
-    np.testing.assert_array_equal(beam, greedy)
+    for b, source in enumerate(SOURCES):
+        np.testing.assert_array_equal(beam[b], uncached_greedy_bart(bart_params, source, 5))
 
 
 def bart_score(params, source, seq, alpha):
     """Uncached length-penalised log p(seq | source) (one teacher-forced pass)."""
-    tgt = np.full((1, 5), BART.pad_id, np.int32)  # fixed width: one compile per source length
+    tgt = np.full((1, BART_TGT), BART.pad_id, np.int32)  # fixed width: one compile per source
     tgt[0, 0], tgt[0, 1 : len(seq)] = BOS, seq[:-1]
     logits = np.asarray(bart_forward()(params, np.array([source], np.int32), tgt))  # [1, T, V]
     z = logits[0, :, :BART_LIMIT].astype(np.float64)  # [T, V'] within the vocab limit
@@ -341,14 +360,13 @@ def test_bfloat16_weights_decode_the_rounded_model(gpt_params):
     float32's wherever the argmax margins exceed that rounding: here 15 of 18)."""
     half = cast_weights(gpt_params, "bfloat16")
     assert {leaf.dtype for leaf in jax.tree.leaves(half)} == {jnp.dtype(jnp.bfloat16)}
-    rounded = jax.tree.map(lambda p: p.astype(jnp.float32), half)
+    rounded = jax.tree.map(lambda p: np.asarray(p).astype(np.float32), half)  # exact
     greedy = functools.partial(generate, GPT, prompts=PROMPTS, max_new_tokens=6, temperature=0.0)
     tokens, _ = greedy(params=gpt_params, weights_dtype="bfloat16")
     np.testing.assert_array_equal(tokens, greedy(params=rounded)[0])
-    seq = np.asarray([PROMPTS[1]], np.int32)
-    want, got = gpt_forward()(gpt_params, seq), gpt_forward()(half, seq)
+    want, got = gpt_logits(gpt_params, PROMPTS[1]), gpt_logits(half, PROMPTS[1])  # [7, V]
     scale = float(np.max(np.abs(want)))
-    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=0.05 * scale)
-    assert not np.array_equal(np.asarray(got), np.asarray(want))  # the weights did change
+    np.testing.assert_allclose(got, want, atol=0.05 * scale)
+    assert not np.array_equal(got, want)  # the weights did change
     with pytest.raises(ValueError, match="weights_dtype='float16'"):
         greedy(params=gpt_params, weights_dtype="float16")

@@ -1,5 +1,7 @@
 """The model-free sampling loop and the token choice, driven by fake tokens_to_logits."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,8 +21,10 @@ def fixed_logits_fn(tokens, positions, cache):
     return logits, {"calls": cache["calls"] + 1}
 
 
-def draw(settings, *, batch, steps, seed=0):
-    """[batch * steps] draws from FIXED_LOGITS through the loop (one jit)."""
+@functools.cache
+def draw_program(batch, steps):
+    """One jitted loop per shape; the settings are an argument (their mode flags are static
+    metadata, so each mode compiles once and temperature / top_p values never recompile)."""
 
     @jax.jit
     def run(settings, rng):
@@ -31,7 +35,12 @@ def draw(settings, *, batch, steps, seed=0):
             fixed_logits_fn, logits, cache, start, rng, settings, max_new_tokens=steps
         )
 
-    state = run(settings, jax.random.key(seed))
+    return run
+
+
+def draw(settings, *, batch, steps, seed=0):
+    """[batch * steps] draws from FIXED_LOGITS through the loop (one jit per shape and mode)."""
+    state = draw_program(batch, steps)(settings, jax.random.key(seed))
     assert int(state.step) == steps
     np.testing.assert_array_equal(state.cache["calls"], steps - 1)  # the last token is not fed
     return np.asarray(state.tokens).reshape(-1)  # [B * N]
@@ -58,6 +67,10 @@ def truncated_softmax(
     return p / p.sum()
 
 
+# The shape of every draw below: the tests share the compiled loop of each sampling mode.
+DRAWS = dict(batch=4000, steps=5)
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [
@@ -73,7 +86,7 @@ def truncated_softmax(
 )
 def test_draw_frequencies_match_truncated_softmax(kwargs):
     settings = SamplingSettings.create(vocab_size=V, **kwargs)
-    tokens = draw(settings, batch=4000, steps=5)  # 20k draws
+    tokens = draw(settings, **DRAWS)  # 20k draws
     expected = truncated_softmax(FIXED_LOGITS, **kwargs)  # [V]
     counts = np.bincount(tokens, minlength=V)
     kept = expected > 0
@@ -97,9 +110,9 @@ def test_top_k_one_and_temperature_zero_are_argmax():
 
 def test_same_rng_same_draws_and_new_rng_new_draws():
     settings = SamplingSettings.create(vocab_size=V, temperature=1.0)
-    a, b = draw(settings, batch=8, steps=6, seed=3), draw(settings, batch=8, steps=6, seed=3)
+    a, b = draw(settings, **DRAWS, seed=3), draw(settings, **DRAWS, seed=3)
     np.testing.assert_array_equal(a, b)
-    assert (a != draw(settings, batch=8, steps=6, seed=4)).any()
+    assert (a != draw(settings, **DRAWS, seed=4)).any()
 
 
 EOS, PAD = 5, 6
