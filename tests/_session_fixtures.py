@@ -70,19 +70,69 @@ def pytest_unconfigure(config):
         shutil.rmtree(path, ignore_errors=True)
 
 
+# Serial seconds per test module in a recent full run (junit XML): only the order in which
+# xdist hands the modules out, longest first, so that a long one never starts last on one
+# worker while the other idles. A module missing here is estimated from its test count.
+MODULE_SECONDS = {
+    "test_models": 91, "test_sampling_generate": 54, "test_train_steps": 52,
+    "test_attention_maps": 49, "test_hf_seq2seq_families": 49, "test_presets": 39,
+    "test_hf": 39, "test_train_loop": 36, "test_cli": 35, "test_migration": 35,
+    "test_sharding": 62, "test_decoder_families": 26, "test_hf_cli": 24,
+    "test_robustness_train": 47, "test_robustness_checkpoints": 21, "test_attention": 17,
+    "test_encoder_families": 15, "test_data_pipeline": 14, "test_compilation_cache": 13,
+    "test_reliability_processes": 13, "test_long_context": 12, "test_fuzz": 10,
+    "test_blocks": 10, "test_parallel": 9, "test_readme": 9, "test_xlnet": 8,
+    "test_positions": 8,
+}  # fmt: skip
+_BY_MODULE = "TRANSFORMER_JAX_TEST_GROUP_BY_MODULE"  # "0": hand out test by test
+
+
+def _module(item) -> str:
+    return os.path.splitext(os.path.basename(str(item.path)))[0]
+
+
+def pytest_configure(config):
+    # xdist would order the groups by their number of tests; ours come in the order below.
+    if os.environ.get(_BY_MODULE, "1") != "0" and hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups into the node ids
 def pytest_collection_modifyitems(config, items):
-    """`serial` tests share one xdist group (with --dist loadgroup: one worker, in turn). Under
-    xdist the long tests are handed out first (serial, then slow, each in collection order),
-    so that the many short ones fill the gaps at the end instead of a long one starting last
-    on one worker while the other idles."""
+    """Under xdist (--dist loadgroup) tests go to workers by group:
+    - `serial` tests share one group: one worker runs them, in turn, so that they never
+      compete with each other for the machine;
+    - every other test is grouped with its module: one worker runs a module's tests, so the
+      programs they share (jitted functions, per-shape eager ops, module fixtures) are traced
+      and compiled once, not once per worker (TRANSFORMER_JAX_TEST_GROUP_BY_MODULE=0: test by
+      test, as before).
+    Groups are handed out longest first (serial, then MODULE_SECONDS), so that the short
+    ones fill the gaps at the end."""
+    by_module = os.environ.get(_BY_MODULE, "1") != "0"
+    counts: dict[str, int] = {}
     for item in items:
-        if item.get_closest_marker("serial") and not item.get_closest_marker("xdist_group"):
+        counts[_module(item)] = counts.get(_module(item), 0) + 1
+    for item in items:
+        if item.get_closest_marker("xdist_group"):
+            continue
+        if item.get_closest_marker("serial"):
             item.add_marker(pytest.mark.xdist_group("serial"))
+        elif by_module:
+            item.add_marker(pytest.mark.xdist_group(_module(item)))
     if os.environ.get("PYTEST_XDIST_WORKER"):  # every worker sorts its identical collection
-        # Stable: collection order within serial (also slow), slow, and the rest.
+
+        def weight(item) -> float:
+            module = _module(item)
+            return MODULE_SECONDS.get(module, 0.3 * counts[module]) if by_module else 0.0
+
+        # Stable: collection order within serial, then by module weight (or, test by test:
+        # slow first).
         items.sort(
-            key=lambda i: (not i.get_closest_marker("serial"), not i.get_closest_marker("slow"))
+            key=lambda i: (
+                not i.get_closest_marker("serial"),
+                -weight(i),
+                not i.get_closest_marker("slow"),
+            )
         )
 
 
