@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import gc
 import os
 import shutil
 import tempfile
@@ -63,6 +64,20 @@ _setup_compilation_cache()
 # (`_robustness_util.xla_flags` says why).
 if xla_flags():  # before any backend exists (conftest imported jax, but ran nothing)
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {xla_flags()}".strip()
+
+
+# Python's cyclic garbage collector, tuned for a test worker: tracing and compiling create
+# millions of short-lived objects, so the default thresholds (700, 10, 10) run ~4,000 young
+# and ~20 full collections over a few test files, each full one walking every live object (a
+# worker holds over a million: jaxprs and executables in JAX's caches). 100,000 new objects
+# per young collection cut the time spent collecting from 8.9 s to 1.2 s on test_models +
+# test_hf + test_presets in one process (total CPU -6%); memory is no concern at this size.
+gc.set_threshold(100_000, 50, 100)
+
+
+def pytest_collection_finish(session):
+    gc.collect()
+    gc.freeze()  # what collection imported and built lives on: never scanned again
 
 
 def pytest_unconfigure(config):
