@@ -85,19 +85,20 @@ def pytest_unconfigure(config):
         shutil.rmtree(path, ignore_errors=True)
 
 
-# Serial seconds per test module in a recent full run (junit XML): only the order in which
-# xdist hands the modules out, longest first, so that a long one never starts last on one
-# worker while the other idles. A module missing here is estimated from its test count.
+# Seconds per test module outside the serial group, summed from a full run's junit XML
+# (2026-12-02): only the order in which xdist hands the modules out, longest first, so that a
+# long one never starts last on one worker while the other idles. A module missing here is
+# estimated from its test count.
 MODULE_SECONDS = {
-    "test_models": 91, "test_sampling_generate": 54, "test_train_steps": 52,
-    "test_attention_maps": 49, "test_hf_seq2seq_families": 49, "test_presets": 39,
-    "test_hf": 39, "test_train_loop": 36, "test_cli": 35, "test_migration": 35,
-    "test_sharding": 62, "test_decoder_families": 26, "test_hf_cli": 24,
-    "test_robustness_train": 47, "test_robustness_checkpoints": 21, "test_attention": 17,
-    "test_encoder_families": 15, "test_data_pipeline": 14, "test_compilation_cache": 13,
-    "test_reliability_processes": 13, "test_long_context": 12, "test_fuzz": 10,
-    "test_blocks": 10, "test_parallel": 9, "test_readme": 9, "test_xlnet": 8,
-    "test_positions": 8,
+    "test_models": 124, "test_sharding": 93, "test_hf_seq2seq_families": 68,
+    "test_train_steps": 63, "test_sampling_generate": 61, "test_robustness_train": 54,
+    "test_hf": 51, "test_attention_maps": 51, "test_presets": 34, "test_migration": 34,
+    "test_cli": 28, "test_hf_cli": 28, "test_decoder_families": 27, "test_data_pipeline": 16,
+    "test_encoder_families": 15, "test_robustness_checkpoints": 15,
+    "test_reliability_processes": 12, "test_fuzz": 11, "test_long_context": 11,
+    "test_readme": 11, "test_compilation_cache": 11, "test_attention": 10,
+    "test_train_loop": 10, "test_xlnet": 9, "test_blocks": 9, "test_parallel": 8,
+    "test_positions": 7,
 }  # fmt: skip
 _BY_MODULE = "TRANSFORMER_JAX_TEST_GROUP_BY_MODULE"  # "0": hand out test by test
 
