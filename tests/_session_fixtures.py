@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import fcntl
 import gc
@@ -125,9 +126,6 @@ def pytest_collection_modifyitems(config, items):
     Groups are handed out longest first (serial, then MODULE_SECONDS), so that the short
     ones fill the gaps at the end."""
     by_module = os.environ.get(_BY_MODULE, "1") != "0"
-    counts: dict[str, int] = {}
-    for item in items:
-        counts[_module(item)] = counts.get(_module(item), 0) + 1
     for item in items:
         if item.get_closest_marker("xdist_group"):
             continue
@@ -136,6 +134,7 @@ def pytest_collection_modifyitems(config, items):
         elif by_module:
             item.add_marker(pytest.mark.xdist_group(_module(item)))
     if os.environ.get("PYTEST_XDIST_WORKER"):  # every worker sorts its identical collection
+        counts = collections.Counter(_module(item) for item in items)
 
         def weight(item) -> float:
             module = _module(item)

@@ -1,7 +1,7 @@
 """The session's trained tiny workdirs, one per architecture, shared by the tests that read one
 (sample.py, evaluate.py, attention maps) and by the tests that check the run that made it:
-- "gpt-tiny": the robustness reference run (tests/_robustness_util.py), a real `train.py`
-  process of 8 steps (2 layers of width 64) on a generated corpus;
+- "gpt-tiny": the robustness reference run (tests/_robustness_util.py: `Reference`,
+  `config_fields`), a real `train.py` process on a generated corpus;
 - "transformer-tiny": the translation run of test_train_loop.py, 120 steps of the
   transformer-tiny preset on a generated parallel corpus (word -> reversed, upper-cased word),
   BLEU/chrF at each evaluation;
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import pathlib
 import random
 
 import _robustness_util as U
@@ -48,29 +47,28 @@ def _write_parallel_corpus(directory, n: int, seed: int) -> None:
             f.write("\n".join(lines) + "\n")
 
 
+# What every run here shares: a small sentencepiece vocabulary, short rows, no progress bar,
+# MFU against a given peak (no start-up matmul measurement).
+_COMMON = dict(vocab_size=512, max_length=32, progress_bar=False, peak_flops=1e12)
+
+
+def _config(**fields):
+    c = default_config()
+    c.update({**_COMMON, **fields})
+    return c
+
+
 def translation_config(directory):
     """The translation run's config; its corpus lives in `directory` (written by the build)."""
-    c = default_config()
-    c.model = "transformer-tiny"
+    c = _config(
+        model="transformer-tiny", dataset="parallel_text", objective="seq2seq",
+        per_device_batch_size=16, eval_batch_size=16, num_train_steps=120,
+        schedule="linear_rsqrt", learning_rate=3e-3, warmup_steps=20, label_smoothing=0.1,
+        log_every_steps=20, eval_every_steps=60, checkpoint_every_steps=60,
+    )  # fmt: skip
     c.model_overrides.dropout_rate = 0.0
-    c.dataset = "parallel_text"
     c.train_source, c.train_target = _corpus_paths(directory, seed=1)  # 400 pairs
     c.eval_source, c.eval_target = _corpus_paths(directory, seed=2)  # 40 pairs
-    c.objective = "seq2seq"
-    c.vocab_size = 512
-    c.max_length = 32
-    c.per_device_batch_size = 16
-    c.eval_batch_size = 16
-    c.num_train_steps = 120
-    c.schedule = "linear_rsqrt"
-    c.learning_rate = 3e-3
-    c.warmup_steps = 20
-    c.label_smoothing = 0.1
-    c.log_every_steps = 20
-    c.eval_every_steps = 60
-    c.checkpoint_every_steps = 60
-    c.progress_bar = False
-    c.peak_flops = 1e12  # MFU against a given peak: no start-up matmul measurement
     return c
 
 
@@ -82,37 +80,27 @@ def _build_translation(directory) -> None:
         json.dump(summary, f, default=float)  # numpy scalars as floats
 
 
-def _mlm_config_at(directory):
-    return _mlm_config(pathlib.Path(directory), write=False)
-
-
-def _mlm_config(tmp: pathlib.Path, write: bool = True):
-    c = default_config()
-    c.model = "bert-tiny"
-    c.objective = "mlm"
-    c.dataset = "text_files"
-    if write:
-        synthetic.write_code_corpus(str(tmp / "code"), 30, seed=0)
-        synthetic.write_code_corpus(str(tmp / "eval"), 3, seed=1)
-    c.train_files, c.eval_files = str(tmp / "code" / "*.py"), str(tmp / "eval" / "*.py")
-    c.vocab_size = 512
-    c.max_length = 32
-    c.per_device_batch_size = 4
-    c.eval_batch_size = 4
-    c.num_train_steps = 4
-    c.warmup_steps = 2
-    c.log_every_steps = 2
-    c.eval_every_steps = 4
-    c.num_eval_batches = 1
-    c.checkpoint_every_steps = 4
-    c.progress_bar = False
-    c.peak_flops = 1e12
-    return c
+def _mlm_config(directory):
+    """The MLM run's config; its corpus lives in `directory` (written by the build)."""
+    return _config(
+        model="bert-tiny", objective="mlm", dataset="text_files",
+        train_files=os.path.join(directory, "code", "*.py"),
+        eval_files=os.path.join(directory, "eval", "*.py"),
+        per_device_batch_size=4, eval_batch_size=4, num_train_steps=4, warmup_steps=2,
+        log_every_steps=2, eval_every_steps=4, num_eval_batches=1, checkpoint_every_steps=4,
+    )  # fmt: skip
 
 
 def _build_mlm(directory) -> None:
-    tmp = pathlib.Path(directory)
-    train_and_evaluate(_mlm_config(tmp), str(tmp / "work"))
+    synthetic.write_code_corpus(os.path.join(directory, "code"), 30, seed=0)
+    synthetic.write_code_corpus(os.path.join(directory, "eval"), 3, seed=1)
+    train_and_evaluate(_mlm_config(directory), os.path.join(directory, "work"))
+
+
+_BUILDS = {  # preset -> (config of its run, build)
+    "transformer-tiny": (translation_config, _build_translation),
+    "bert-tiny": (_mlm_config, _build_mlm),
+}
 
 
 class Workdirs:
@@ -128,8 +116,7 @@ class Workdirs:
             return U.reference(self._factory).root
         directory = os.path.join(self.root, preset)
         os.makedirs(directory, exist_ok=True)
-        build = {"transformer-tiny": _build_translation, "bert-tiny": _build_mlm}[preset]
-        build_once(directory, build)
+        build_once(directory, _BUILDS[preset][1])
         return directory
 
     def __getitem__(self, preset: str) -> str:
@@ -141,10 +128,10 @@ class Workdirs:
         """How many steps the run of `preset` trained."""
         if preset == "gpt-tiny":
             return U.reference(self._factory).steps
-        config = {"transformer-tiny": translation_config, "bert-tiny": _mlm_config_at}[preset]
-        return config(self.build_dir(preset)).num_train_steps
+        return _BUILDS[preset][0](self.build_dir(preset)).num_train_steps
 
     def summary(self, preset: str) -> dict:
+        """What train_and_evaluate returned to the build (the in-process builds only)."""
         with open(os.path.join(self.build_dir(preset), SUMMARY)) as f:
             return json.load(f)
 

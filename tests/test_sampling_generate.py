@@ -248,9 +248,11 @@ def test_beam_of_one_is_greedy_for_both_architectures(gpt_params, bart_params):
     np.testing.assert_array_equal(beam, greedy)
     np.testing.assert_array_equal(lengths, 6)
     assert scores.shape == (3,) and np.all(scores < 0)
-    # BART against the uncached greedy loop (cached greedy == that loop: the test above).
+    # BART (no EOS id): beam of one == cached greedy == the uncached greedy loop.
     kwargs = dict(max_new_tokens=5, bos_id=BOS, vocab_limit=BART_LIMIT)
+    greedy, _ = generate(BART, bart_params, SOURCES, temperature=0.0, **kwargs)
     beam, _, _ = beam_search(BART, bart_params, SOURCES, beam_size=1, **kwargs)
+    np.testing.assert_array_equal(beam, greedy)
     for b, source in enumerate(SOURCES):
         np.testing.assert_array_equal(beam[b], uncached_greedy_bart(bart_params, source, 5))
 

@@ -17,3 +17,15 @@ def test_serial_tests_share_one_xdist_group(request):
     if not (os.environ.get("PYTEST_XDIST_WORKER") and request.config.getvalue("loadgroup")):
         pytest.skip("only meaningful under pytest-xdist with --dist loadgroup")
     assert request.node.nodeid.endswith("@serial"), request.node.nodeid
+
+
+def test_other_tests_are_grouped_with_their_module(request):
+    """Under `make test` every test that is not `serial` goes to its module's xdist group, so
+    one worker runs the whole module and the programs its tests share are compiled once
+    (tests/_session_fixtures.py; TRANSFORMER_JAX_TEST_GROUP_BY_MODULE=0 turns this off)."""
+    if not (os.environ.get("PYTEST_XDIST_WORKER") and request.config.getvalue("loadgroup")):
+        pytest.skip("only meaningful under pytest-xdist with --dist loadgroup")
+    if os.environ.get("TRANSFORMER_JAX_TEST_GROUP_BY_MODULE", "1") == "0":
+        assert "@" not in request.node.nodeid, request.node.nodeid
+    else:
+        assert request.node.nodeid.endswith("@test_suite_setup"), request.node.nodeid
