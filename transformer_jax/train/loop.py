@@ -444,7 +444,7 @@ def _run(
     if is_chief:
         log.info("MFU peak per device: %.3g FLOP/s (%s)", peak, peak_source)
 
-    replicated = runner.init(init_state) if state is None else runner.place(state)
+    replicated = runner.init(init_state, abstract) if state is None else runner.place(state)
     del state
     pending: list[tuple[int, Any]] = []  # (step number after the update, device metrics)
     summary: dict[str, Any] = {"step": start_step, "compile_seconds": None}

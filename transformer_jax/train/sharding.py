@@ -210,8 +210,10 @@ class MeshRunner:
             out_shardings=replicated,
         )
 
-    def init(self, init_state: Callable[[], Any]) -> Any:
-        """A fresh state, created directly in its shards (no device holds all of it)."""
+    def init(self, init_state: Callable[[], Any], abstract: Any = None) -> Any:
+        """A fresh state, created directly in its shards (no device holds all of it).
+        `abstract` (the state's shapes) is part of the runners' shared interface; the mesh
+        runner knows them already."""
         return jax.jit(init_state, out_shardings=self.state_sharding)()
 
     def place(self, state: Any) -> Any:
