@@ -28,14 +28,20 @@ TESTS ?= tests
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	@if [ -z "$(PYTHON)" ]; then echo "error: no Python >= 3.11 found (jax 0.10.2 requires it); install one or run 'make PYTHON=/path/to/python3.11'" >&2; exit 1; fi
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@# uv (pinned in requirements.lock) installs the lock in seconds where pip takes a minute;
-	@# pip stays the fallback for a machine that can reach only pip's configured indexes.
-	$(PY) -m pip install --quiet $(UV_PIN) && \
+	@test -x $(PY) || $(PYTHON) -m venv --without-pip $(VENV)
+	@# uv (pinned in requirements.lock) installs the lock in seconds where pip takes a minute.
+	@# The interpreter's own pip puts uv into the venv (`pip --python`), which spares the venv
+	@# a pip of its own (ensurepip: ~6 s); without a usable outer pip the venv gets one and
+	@# installs uv itself. pip stays the fallback for a machine that can reach only pip's
+	@# configured indexes.
+	{ $(PYTHON) -m pip --python $(PY) install --quiet $(UV_PIN) 2>/dev/null || \
+	  { $(PY) -m ensurepip >/dev/null && $(PY) -m pip install --quiet $(UV_PIN); }; } && \
 	  $(PY) -m uv pip install --quiet --python $(PY) -r requirements.lock || \
-	  $(PY) -m pip install --quiet --no-compile -r requirements.lock
+	  { $(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip >/dev/null; \
+	    $(PY) -m pip install --quiet --no-compile -r requirements.lock; }
 	$(PY) -m uv pip install --quiet --python $(PY) --no-deps -e . 2>/dev/null || \
-	  $(PY) -m pip install --quiet --no-deps -e .
+	  { $(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip >/dev/null; \
+	    $(PY) -m pip install --quiet --no-deps -e .; }
 	@touch $@
 
 demo: $(VENV)/.installed
