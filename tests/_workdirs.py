@@ -2,7 +2,7 @@
 (sample.py, evaluate.py, attention maps) and by the tests that check the run that made it:
 - "gpt-tiny": the robustness reference run (tests/_robustness_util.py: `Reference`,
   `config_fields`), a real `train.py` process on a generated corpus;
-- "transformer-tiny": the translation run of test_train_loop.py, 120 steps of the
+- "transformer-tiny": the translation run of test_train_loop.py, 80 steps of the
   transformer-tiny preset on a generated parallel corpus (word -> reversed, upper-cased word),
   BLEU/chrF at each evaluation;
 - "bert-tiny": a 4-step MLM run on generated Python-like files.
@@ -62,9 +62,9 @@ def translation_config(directory):
     """The translation run's config; its corpus lives in `directory` (written by the build)."""
     c = _config(
         model="transformer-tiny", dataset="parallel_text", objective="seq2seq",
-        per_device_batch_size=16, eval_batch_size=16, num_train_steps=120,
+        per_device_batch_size=16, eval_batch_size=16, num_train_steps=80,
         schedule="linear_rsqrt", learning_rate=3e-3, warmup_steps=20, label_smoothing=0.1,
-        log_every_steps=20, eval_every_steps=60, checkpoint_every_steps=60,
+        log_every_steps=20, eval_every_steps=40, checkpoint_every_steps=40,
     )  # fmt: skip
     c.model_overrides.dropout_rate = 0.0
     c.train_source, c.train_target = _corpus_paths(directory, seed=1)  # 400 pairs
