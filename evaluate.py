@@ -21,8 +21,9 @@ from __future__ import annotations
 import json
 import sys
 
-from transformer_jax import console  # noqa: E402
+from transformer_jax import console, runtime  # noqa: E402
 
+runtime.tune_gc()  # before JAX, Flax and TensorFlow load (transformer_jax/runtime.py)
 console.quiet_environment(console.verbose_flag(sys.argv))  # before anything imports TensorFlow
 
 from absl import app, flags  # noqa: E402

@@ -31,6 +31,8 @@ import tempfile
 import pytest
 from _robustness_util import xla_flags
 
+from transformer_jax import runtime
+
 _OWNED = "TRANSFORMER_JAX_TEST_JAX_CACHE_DIR"  # set by the process that created the cache dir
 _SWITCH = "TRANSFORMER_JAX_TEST_JAX_CACHE"  # "0": run without the persistent cache
 _created: list[str] = []
@@ -67,13 +69,14 @@ if xla_flags():  # before any backend exists (conftest imported jax, but ran not
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {xla_flags()}".strip()
 
 
-# Python's cyclic garbage collector, tuned for a test worker: tracing and compiling create
-# millions of short-lived objects, so the default thresholds (700, 10, 10) run ~4,000 young
-# and ~20 full collections over a few test files, each full one walking every live object (a
-# worker holds over a million: jaxprs and executables in JAX's caches). 100,000 new objects
-# per young collection cut the time spent collecting from 8.9 s to 1.2 s on test_models +
-# test_hf + test_presets in one process (total CPU -6%); memory is no concern at this size.
-gc.set_threshold(100_000, 50, 100)
+# Python's cyclic garbage collector, tuned as the command-line programs tune it
+# (transformer_jax/runtime.py): tracing and compiling create millions of short-lived objects,
+# so the default thresholds (700, 10, 10) run ~4,000 young and ~20 full collections over a few
+# test files, each full one walking every live object (a worker holds over a million: jaxprs
+# and executables in JAX's caches). 100,000 new objects per young collection cut the time
+# spent collecting from 8.9 s to 1.2 s on test_models + test_hf + test_presets in one process
+# (total CPU -6%); memory is no concern at this size.
+runtime.tune_gc()
 
 
 def pytest_collection_finish(session):
