@@ -561,6 +561,9 @@ def _main() -> None:
     faults = json.loads(sys.argv[1])
     sys.argv = [TRAIN_PY, *sys.argv[2:]]
     sys.path.insert(0, ROOT)
+    from transformer_jax import runtime
+
+    runtime.tune_gc()  # as train.py does first thing; the faults import the library first
     _install(faults)
     import runpy
 
