@@ -61,9 +61,11 @@ def batch(seed):
 
 
 batches = [batch(0), batch(1)]
-rng = jax.random.key(0)
-state0 = steps.init_train_state(models.init_params(cfg, jax.random.key(0)), tx)
-scanned0 = steps.init_train_state(models.stack_layers(state0.params), tx)
+rng = jax.random.key(0)  # the init's key and the steps' dropout key (dropout is off)
+# One jitted program each (what train.py's runner does for so small a model): eager init on
+# 8 devices compiles a program per parameter shape and per op.
+state0 = jax.jit(lambda r: steps.init_train_state(models.init_params(cfg, r), tx))(rng)
+scanned0 = jax.jit(lambda p: steps.init_train_state(models.stack_layers(p), tx))(state0.params)
 
 # 1. pmap (8 devices, unscanned) vs mesh 2x2x2 (scanned, remat).
 pmap = PmapRunner(*step_fns(cfg, "batch"))
