@@ -39,13 +39,11 @@ def unreplicate(tree: Any) -> Any:
     one program per tree structure: `x[0]` leaf by leaf runs one eager program per leaf
     shape, each lowered and looked up again in every new process."""
     leaves, treedef = jax.tree_util.tree_flatten(tree)
-    on_device = [i for i, x in enumerate(leaves) if isinstance(x, jax.Array)]
-    firsts = [leaves[i].addressable_data(0) for i in on_device]  # [k, ...] or [...] (below)
-    squeeze = tuple(d.ndim == leaves[i].ndim for i, d in zip(on_device, firsts, strict=True))
-    firsts = _first_rows(firsts, squeeze)
-    out = [None if isinstance(x, jax.Array) else x[0] for x in leaves]  # host arrays: row 0
-    for i, x in zip(on_device, firsts, strict=True):
-        out[i] = x
+    on_device = [x for x in leaves if isinstance(x, jax.Array)]
+    shards = [x.addressable_data(0) for x in on_device]  # [k, ...] or [...] (below)
+    squeeze = tuple(d.ndim == x.ndim for x, d in zip(on_device, shards, strict=True))
+    firsts = iter(_first_rows(shards, squeeze))
+    out = [next(firsts) if isinstance(x, jax.Array) else x[0] for x in leaves]  # host: row 0
     return jax.tree_util.tree_unflatten(treedef, out)
 
 
