@@ -36,6 +36,8 @@ import sys
 import threading
 import time
 
+import _forkserver as forkserver
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_PY = os.path.join(ROOT, "train.py")
 RUNNER = os.path.abspath(__file__)
@@ -134,7 +136,8 @@ class Reference:
 
     def build(self, root: str) -> None:
         assert write_corpus(root) == self.corpus
-        out = train(self.workdir, config_flags(self.corpus, self.steps))
+        # A fresh interpreter (`python train.py`): every forked run is compared with this one.
+        out = train(self.workdir, config_flags(self.corpus, self.steps), fresh=True)
         assert out.returncode == 0, out.stderr[-3000:]
 
     def new_workdir(self, name: str, checkpoints: bool | list[int] = False) -> str:
@@ -162,6 +165,7 @@ def reference(tmp_path_factory) -> Reference:
         from _session_fixtures import build_once, shared_dir
 
         ref = Reference(shared_dir(tmp_path_factory, "robustness"))
+        forkserver.prestart(env(), ROOT)  # its imports overlap the reference run (or the wait)
         build_once(ref.root, ref.build)
         _REFERENCE.append(ref)
     return _REFERENCE[0]
@@ -217,19 +221,21 @@ def train(
     compilation_cache: bool = True,
     extra_env: dict[str, str] | None = None,
     timeout: int = TIMEOUT,
+    fresh: bool = False,
 ) -> subprocess.CompletedProcess:
-    """Runs train.py (through the fault runner when `faults` is given) to its end."""
+    """Runs train.py (through the fault runner when `faults` is given) to its end, in a process
+    forked from the suite's fork server (tests/_forkserver.py: JAX and the library already
+    imported), or with `fresh`, in a new interpreter as `python train.py` on a command line."""
     prefix = [sys.executable, TRAIN_PY] if faults is None else [
         sys.executable, RUNNER, json.dumps(faults),
     ]  # fmt: skip
-    return subprocess.run(
-        [*prefix, f"--workdir={workdir}", *flags],
-        env={**env(devices, compilation_cache), **(extra_env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-    )
+    argv = [*prefix, f"--workdir={workdir}", *flags]
+    run_env = {**env(devices, compilation_cache), **(extra_env or {})}
+    if fresh:
+        return subprocess.run(
+            argv, env=run_env, capture_output=True, text=True, timeout=timeout, cwd=ROOT
+        )
+    return forkserver.run(argv, run_env, ROOT, timeout)
 
 
 def free_port() -> int:
@@ -261,16 +267,8 @@ def train_processes(
             f"--coordinator_address=127.0.0.1:{port}", f"--num_processes={len(faults)}",
             f"--process_id={i}", "--cpu_collectives=gloo",
         ]  # fmt: skip
-        procs.append(
-            subprocess.Popen(
-                [*prefix, f"--workdir={workdir}", *flags, *distributed],
-                env=env(devices),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                cwd=ROOT,
-            )
-        )
+        argv = [*prefix, f"--workdir={workdir}", *flags, *distributed]
+        procs.append(forkserver.Popen(argv, env(devices), ROOT))
     outputs: dict[int, tuple[str, str]] = {}
     readers = [
         threading.Thread(target=lambda i=i, p=p: outputs.__setitem__(i, p.communicate()))

@@ -29,7 +29,8 @@ def test_train_py_results_do_not_depend_on_the_compilation_cache(ref):
     cache = os.environ["JAX_COMPILATION_CACHE_DIR"]
     assert any("jit__fun" in name for name in os.listdir(cache)), sorted(os.listdir(cache))[:5]
     uncached = ref.new_workdir("cache-off")
-    out = ref.train(uncached, compilation_cache=False, extra_env=DEBUG_LOG)
+    # A fresh interpreter, as a user would start it, with the cache off.
+    out = ref.train(uncached, compilation_cache=False, extra_env=DEBUG_LOG, fresh=True)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "Persistent compilation cache" not in out.stderr  # every executable compiled here
     U.assert_same_as_reference(ref, uncached, every_metric=True)

@@ -1,9 +1,11 @@
 """train.py under kills, preemption, exceptions, NaNs and device-count changes (issue #4).
 
-Every run is a real `python train.py` subprocess on a tiny GPT (faults are injected by
+Every run is a process of its own running train.py on a tiny GPT (faults are injected by
 tests/_robustness_util.py, which monkeypatches library functions and then runs train.py's own
-main). All runs are compared with one straight reference run: parameters, optimizer state and
-per-step losses must be bitwise equal (np.array_equal / ==) after any interruption.
+main); the processes are forked from a server that has imported JAX and the library
+(tests/_forkserver.py), while the one straight reference run that they are all compared with
+is a fresh `python train.py`: parameters, optimizer state and per-step losses must be bitwise
+equal (np.array_equal / ==) after any interruption.
 """
 
 from __future__ import annotations
