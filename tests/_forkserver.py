@@ -29,6 +29,7 @@ waits for it and sends {"status": ...} (os.waitpid's status).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import select
@@ -124,13 +125,17 @@ def serve(path: str) -> None:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     listener.listen(64)
-    listener.settimeout(2.0)
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # waiters are reaped by the kernel
+    listener.settimeout(0.5)
     parent = os.getppid()
     sys.stdout.write("ready\n")
     sys.stdout.flush()
     sys.stderr.flush()
     while True:
+        # Finished waiters are reaped here (not by SIGCHLD=SIG_IGN), so that their CPU time and
+        # their run's add up in this process's children, as a subprocess's do in its parent's.
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass
         try:
             conn, _ = listener.accept()
         except TimeoutError:
@@ -139,7 +144,6 @@ def serve(path: str) -> None:
             continue
         if os.fork() == 0:  # the waiter
             listener.close()
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             request = _read_request(conn)
             pid = os.fork()
             if pid == 0:  # the run
@@ -185,7 +189,7 @@ class _Server:
                 os.path.join(self.dir, f"{self._count}.err"))  # fmt: skip
 
     def close(self) -> None:
-        self.proc.kill()
+        self.proc.terminate()  # its waiters are done: the server's CPU time and theirs add up
         self.proc.wait()
         shutil.rmtree(self.dir, ignore_errors=True)
 
