@@ -4,10 +4,16 @@
     .venv/bin/python bench/compare_torch.py --gpt2-small          # + gpt2-small (minutes)
     .venv/bin/python bench/compare_torch.py --torch-python /work/refvenv/bin/python
 
-One command, two processes: this process runs the JAX half; the PyTorch half runs in a
-subprocess of `--torch-python` (an interpreter with the optional `reference` extra: torch +
-transformers; default: this one), as `compare_torch.py --torch-half`, and prints JSON. torch
-is imported only there, so the JAX environment does not need it.
+One command, three processes: this one only schedules and prints. A JAX worker (this
+interpreter) and a PyTorch worker (`--torch-python`: an interpreter with the optional
+`reference` extra, torch + transformers; default: this one) each build every model and compile
+or warm up every piece of work first, one after the other, then wait. Then the timed runs
+alternate between the two workers, one run at a time, --repeats rounds (the side that goes
+first alternates too), so that both sides meet the same state of the machine: on a shared VM
+whose speed moves by up to 2x within minutes (BENCHMARKS.md, the test suite's section), two
+halves measured minutes apart give ratios that mean little. A fixed pure-Python loop is timed
+before each round, and its spread is printed with the table. torch is imported only in its
+worker, so the JAX environment does not need it.
 
 Work (GPT-2-style models, float32, dropout off, random weights, synthetic tokens):
   * train: one AdamW step (ours: steps.make_train_step under jax.pmap with clipping and
@@ -15,9 +21,10 @@ Work (GPT-2-style models, float32, dropout off, random weights, synthetic tokens
     forward with labels, backward, torch.optim.AdamW step) on B x T tokens;
   * decode: greedy b=1, 16-token prompt, N new tokens (ours: sampling.generate, float32 and
     bfloat16 weights; HF: model.generate(do_sample=False, min_new_tokens=N)).
-tok/s = tokens / best time over --repeats timed runs after a warm-up (compile excluded);
-ratio = ours / HF. Both sides use --threads threads (torch.set_num_threads; XLA's CPU
-client uses every core it is given: run under `taskset` to pin both to the same cores).
+tok/s = tokens / median time over the --repeats timed runs (and the best, in brackets);
+ratio = ours / HF on the medians. Both sides use --threads threads (torch.set_num_threads;
+XLA's CPU client uses every core it is given: run under `taskset` to pin both to the same
+cores).
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import functools
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -39,27 +47,39 @@ CONFIGS = {
 PROMPT = 16
 
 
-def _best(fn, repeats: int) -> float:
-    fn()  # warm-up (and compile)
-    best = float("inf")
-    for _ in range(repeats):
+def _serve(works: dict, versions: dict) -> None:
+    """A worker's loop, after its set-up: announce the versions and work names, then time one
+    run of each requested work (its name, a line on stdin) and answer with the seconds (a
+    line on stdout)."""
+    print(json.dumps([versions, sorted(works)]), flush=True)
+    for line in sys.stdin:
+        work = works[line.strip()]
         start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
+        work()
+        print(time.perf_counter() - start, flush=True)
+
+
+def _calibrate(n: int = 3_000_000) -> float:
+    """Seconds of a fixed pure-Python loop: the machine's speed at this moment."""
+    start, x = time.perf_counter(), 0
+    for i in range(n):
+        x += i * i
+    return time.perf_counter() - start
 
 
 # ----------------------------------------------------------------------------- PyTorch half
-def torch_half(args) -> dict:
+def torch_works(args) -> tuple[dict, dict]:
+    """name -> a no-argument function running one piece of work, warmed up."""
     import torch
     import transformers
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    out = {"versions": {"torch": torch.__version__, "transformers": transformers.__version__}}
+    works = {}
     for name in args.configs:
-        out[name] = _torch_config(torch, transformers, name, args)
-    return out
+        works.update(_torch_config(torch, transformers, name, args))
+    versions = {"torch": torch.__version__, "transformers": transformers.__version__}
+    return works, versions
 
 
 def _torch_config(torch, transformers, name: str, args) -> dict:
@@ -84,12 +104,14 @@ def _torch_config(torch, transformers, name: str, args) -> dict:
         loss.backward()
         opt.step()
 
-    model.train()
-    train_s = _best(train_step, args.repeats)
-    model.eval()
+    def train():
+        model.train()
+        train_step()
+
     prompt = torch.randint(4, vocab, (1, PROMPT))
 
     def decode():
+        model.eval()
         with torch.no_grad():
             model.generate(
                 prompt,
@@ -100,12 +122,14 @@ def _torch_config(torch, transformers, name: str, args) -> dict:
                 pad_token_id=0,
             )
 
-    decode_s = _best(decode, args.repeats)
-    return {"train_tok_s": batch * length / train_s, "decode_tok_s": args.new_tokens / decode_s}
+    train()  # warm-up
+    decode()
+    return {f"{name}/train": train, f"{name}/decode": decode}
 
 
 # --------------------------------------------------------------------------------- JAX half
-def jax_half(args) -> dict:
+def jax_works(args) -> tuple[dict, dict]:
+    """name -> a no-argument function running one piece of work, compiled and warmed up."""
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import jax
     import numpy as np
@@ -114,7 +138,7 @@ def jax_half(args) -> dict:
     from transformer_jax.sampling import cast_weights, generate
     from transformer_jax.train.parallel import shard
 
-    out = {"versions": {"jax": jax.__version__}}
+    works = {}
     for name in args.configs:
         layers, d, heads, vocab, batch, length = CONFIGS[name]
         cfg = presets.get("gpt2-small").replace(
@@ -131,12 +155,10 @@ def jax_half(args) -> dict:
         tokens = rng.integers(4, vocab, size=(batch, length)).astype(np.int32)
         ones = np.ones((batch, length), np.float32)
         data = shard({"inputs": tokens, "targets": tokens, "weights": ones}, 1)
-        row = {}
-        for label, chunk in (("train_tok_s", 0), ("train_chunked_tok_s", 1024)):
-            step = _jax_train_step(cfg, params, chunk, data)
-            row[label] = batch * length / _best(step, args.repeats)
+        for label, chunk in (("train", 0), ("train_chunked", 1024)):
+            works[f"{name}/{label}"] = _jax_train_step(cfg, params, chunk, data)
         prompt = rng.integers(4, vocab, size=(1, PROMPT)).astype(np.int32)
-        for label, dtype in (("decode_tok_s", None), ("decode_bf16_tok_s", "bfloat16")):
+        for label, dtype in (("decode", None), ("decode_bf16", "bfloat16")):
             run = functools.partial(
                 generate,
                 cfg,
@@ -145,9 +167,10 @@ def jax_half(args) -> dict:
                 max_new_tokens=args.new_tokens,
                 temperature=0.0,
             )
-            row[label] = args.new_tokens / _best(run, args.repeats)
-        out[name] = row
-    return out
+            works[f"{name}/{label}"] = lambda run=run: jax.block_until_ready(run())
+    for work in works.values():
+        work()  # compile and warm up
+    return works, {"jax": jax.__version__}
 
 
 def _jax_train_step(cfg, params, chunk: int, data):
@@ -175,42 +198,80 @@ def _jax_train_step(cfg, params, chunk: int, data):
     return run
 
 
+class _Worker:
+    def __init__(self, argv: list[str]):
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()  # after its set-up: compiled and warmed up
+        if not line:
+            raise RuntimeError(f"worker {argv[:3]} failed during its set-up")
+        self.versions, self.works = json.loads(line)
+
+    def time(self, work: str) -> float:
+        self.proc.stdin.write(work + "\n")
+        self.proc.stdin.flush()
+        return float(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--gpt2-small", action="store_true", help="also gpt2-small (minutes)")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5, help="timed rounds (alternating sides)")
     ap.add_argument("--new-tokens", type=int, default=256)
     ap.add_argument("--torch-python", default=sys.executable)
-    ap.add_argument("--torch-half", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--worker", choices=("torch", "jax"), help=argparse.SUPPRESS)
     ap.add_argument("--configs", nargs="+", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.configs is None:
         args.configs = ["tiny"] + (["gpt2-small"] if args.gpt2_small else [])
-    if args.torch_half:
-        print(json.dumps(torch_half(args)))
+    if args.worker:
+        _serve(*(torch_works if args.worker == "torch" else jax_works)(args))
         return
-    child = [args.torch_python, os.path.abspath(__file__), "--torch-half"]
-    child += ["--threads", str(args.threads), "--repeats", str(args.repeats)]
-    child += ["--new-tokens", str(args.new_tokens), "--configs", *args.configs]
-    # The PyTorch half first, alone, then the JAX half (never both at once on shared cores).
-    theirs = json.loads(subprocess.run(child, check=True, capture_output=True).stdout)
-    ours = jax_half(args)
+    common = ["--threads", str(args.threads), "--new-tokens", str(args.new_tokens)]
+    common += ["--configs", *args.configs]
+    # Set-up one side at a time (never two compiles at once on shared cores), then alternate.
+    theirs = _Worker([args.torch_python, os.path.abspath(__file__), "--worker", "torch", *common])
+    ours = _Worker([sys.executable, os.path.abspath(__file__), "--worker", "jax", *common])
+    rows = [  # (work label, our work, HF's work, tokens per run)
+        (work, f"{name}/{mine}", f"{name}/{hf}", CONFIGS[name][4] * CONFIGS[name][5] if
+         mine.startswith("train") else args.new_tokens)
+        for name in args.configs
+        for work, mine, hf in (
+            ("train step", "train", "train"),
+            ("train step, chunked loss", "train_chunked", "train"),
+            ("greedy decode b=1", "decode", "decode"),
+            ("greedy decode b=1, bf16 w", "decode_bf16", "decode"),
+        )
+    ]  # fmt: skip
+    times = {("ours", r[1]): [] for r in rows} | {("hf", r[2]): [] for r in rows}
+    calibration = []
+    for round_ in range(args.repeats):
+        calibration.append(_calibrate())
+        sides = [("ours", ours), ("hf", theirs)][:: 1 if round_ % 2 == 0 else -1]
+        for _, mine, hf, _ in rows:
+            for side, worker in sides:
+                work = mine if side == "ours" else hf
+                if len(times[(side, work)]) <= round_:  # HF's train serves two rows
+                    times[(side, work)].append(worker.time(work))
+    ours.close()
+    theirs.close()
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, ")
-    print(f"threads {args.threads}, load average {load}, best of {args.repeats}")
-    print(f"versions: {ours['versions']} {theirs['versions']}")
-    print(f"{'config':12s} {'work':28s} {'ours tok/s':>11s} {'HF tok/s':>10s} {'ratio':>6s}")
-    rows = [
-        ("train step", "train_tok_s", "train_tok_s"),
-        ("train step, chunked loss", "train_chunked_tok_s", "train_tok_s"),
-        ("greedy decode b=1", "decode_tok_s", "decode_tok_s"),
-        ("greedy decode b=1, bf16 w", "decode_bf16_tok_s", "decode_tok_s"),
-    ]
-    for name in args.configs:
-        for work, mine, hf in rows:
-            a, b = ours[name][mine], theirs[name][hf]
-            print(f"{name:12s} {work:28s} {a:11.1f} {b:10.1f} {a / b:5.2f}x")
+    print(f"threads {args.threads}, load average {load}, {args.repeats} alternating rounds")
+    print(f"versions: {ours.versions} {theirs.versions}")
+    print(f"calibration loop per round (s): {', '.join(f'{c:.3f}' for c in calibration)} "
+          f"(max/min {max(calibration) / min(calibration):.2f})")  # fmt: skip
+    head = f"{'work':28s} {'ours tok/s':>18s} {'HF tok/s':>18s} {'ratio':>6s}"
+    print(f"{'config':12s} {head}")
+    for work, mine, hf, size in rows:
+        a, b = times[("ours", mine)], times[("hf", hf)]
+        ra, rb = size / statistics.median(a), size / statistics.median(b)
+        cells = [f"{r:9.1f} [{size / min(t):6.1f}]" for r, t in ((ra, a), (rb, b))]
+        print(f"{mine.split('/')[0]:12s} {work:28s} {cells[0]} {cells[1]} {ra / rb:5.2f}x")
 
 
 if __name__ == "__main__":
