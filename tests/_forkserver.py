@@ -164,7 +164,10 @@ def serve(path: str) -> None:
 
 class _Server:
     def __init__(self, env: dict[str, str], cwd: str):
-        self.dir = tempfile.mkdtemp(prefix="transformer_jax-forkserver-")
+        # A Unix socket's path must stay under ~100 bytes: a long TMPDIR falls back to /tmp.
+        short = len(tempfile.gettempdir()) < 60 or not os.path.isdir("/tmp")
+        self.dir = tempfile.mkdtemp(prefix="transformer_jax-forkserver-",
+                                    dir=None if short else "/tmp")  # fmt: skip
         self.path = os.path.join(self.dir, "socket")
         self._log = os.path.join(self.dir, "server.log")
         with open(self._log, "wb") as log:
