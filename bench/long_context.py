@@ -12,15 +12,21 @@ of one train step at 1k-32k tokens.
 The model of issue 19: GPT-2 style, 4 layers, d_model 256, 4 heads, d_ff 1024, vocab 8,192,
 float32, dropout off, AdamW (lr 1e-4); the same 4,096 tokens per train step at every length
 (batch = 4096 / length). Train tokens/s = tokens per step / median step time (after a compile
-and a warm-up step). Decode: greedy, batch 1, 64 new tokens including the prefill, best of
---repeats runs, compile excluded; HF runs `generate` with the same settings (sdpa attention,
-KV cache). Memory: the jitted train step of gpt2-small width (12 layers, d_model 768, 12
-heads, vocab 50,257), batch 1, lowered on abstract shapes (nothing allocated) and compiled;
+and a warm-up step; --steps timed steps per column). Decode: greedy, batch 1, 64 new tokens
+including the prefill, the median of --repeats runs, compile excluded; HF runs `generate`
+with the same settings (sdpa attention, KV cache). Within a row every column is set up and
+warmed up first, then the columns' timed runs alternate in --rounds rounds (the order
+reversed every other round), so that every column meets the same states of the machine (this
+VM's speed moves by up to ~2x within minutes); a fixed pure-Python loop timed before each
+round gives each row's spread.
+
+Memory: the jitted train step of gpt2-small width (12 layers, d_model 768, 12 heads, vocab
+50,257), batch 1, lowered on abstract shapes (nothing allocated) and compiled;
 `compile().memory_analysis()` gives arguments (state + batch), outputs and temporaries;
 peak = arguments + outputs - aliased (the donated state) + temporaries.
 
-The HF side imports only torch and transformers: `--hf` re-runs this file under the reference
-interpreter with `--hf-worker`, which prints JSON lines this process reads.
+The HF side imports only torch and transformers: `--hf` starts this file under the reference
+interpreter as a worker (`--hf-worker`) that answers this process's requests for timed runs.
 """
 
 from __future__ import annotations
@@ -76,7 +82,9 @@ def _train_step(config):
     return jax.jit(step, donate_argnums=0), tx
 
 
-def train_tokens_per_s(impl: str, length: int, num_steps: int) -> float:
+def train_runner(impl: str, length: int):
+    """A function of n that runs n train steps and returns their times (s): compiled and
+    warmed up here."""
     import jax
     import numpy as np
 
@@ -86,25 +94,33 @@ def train_tokens_per_s(impl: str, length: int, num_steps: int) -> float:
     config = _config(impl)
     step, tx = _train_step(config)
     # Jitted init: distinct buffers for every leaf (the donated state may not share any).
-    state = jax.jit(lambda r: steps.init_train_state(models.init_params(config, r), tx))(
-        jax.random.key(0)
-    )
+    state = [
+        jax.jit(lambda r: steps.init_train_state(models.init_params(config, r), tx))(
+            jax.random.key(0)
+        )
+    ]
     batch_size = TOKENS_PER_STEP // length
     rng = np.random.default_rng(0)
     tokens = rng.integers(4, config.vocab_size, (batch_size, length)).astype(np.int32)
     batch = {"inputs": tokens, "targets": tokens, "weights": np.ones(tokens.shape, np.float32)}
     key = jax.random.key(1)
-    times = []
-    for i in range(num_steps + 2):  # compile, warm-up, timed steps
-        start = time.perf_counter()
-        state, metrics = step(state, batch, key)
-        jax.block_until_ready(metrics)
-        if i >= 2:
+
+    def run(n: int) -> list[float]:
+        times = []
+        for _ in range(n):
+            start = time.perf_counter()
+            state[0], metrics = step(state[0], batch, key)
+            jax.block_until_ready(metrics)
             times.append(time.perf_counter() - start)
-    return TOKENS_PER_STEP / statistics.median(times)
+        return times
+
+    run(2)  # compile, warm-up
+    return run
 
 
-def decode_tokens_per_s(impl: str, prompt_len: int, repeats: int) -> float:
+def decode_runner(impl: str, prompt_len: int):
+    """A function of n that runs n greedy generations and returns their times (s): compiled
+    here."""
     import jax
     import numpy as np
 
@@ -114,16 +130,20 @@ def decode_tokens_per_s(impl: str, prompt_len: int, repeats: int) -> float:
     config = _config(impl, init_std=0.2)
     params = models.init_params(config, jax.random.key(0))
     prompt = np.random.default_rng(0).integers(4, config.vocab_size, (1, prompt_len))
-    best = float("inf")
-    for i in range(repeats + 1):  # the first call compiles
-        start = time.perf_counter()
-        out = generate(
-            config, params, prompt.astype(np.int32), temperature=0.0, max_new_tokens=NEW_TOKENS
-        )
-        jax.block_until_ready(out)
-        if i:
-            best = min(best, time.perf_counter() - start)
-    return NEW_TOKENS / best
+
+    def run(n: int) -> list[float]:
+        times = []
+        for _ in range(n):
+            start = time.perf_counter()
+            out = generate(
+                config, params, prompt.astype(np.int32), temperature=0.0, max_new_tokens=NEW_TOKENS
+            )
+            jax.block_until_ready(out)
+            times.append(time.perf_counter() - start)
+        return times
+
+    run(1)  # compile
+    return run
 
 
 def train_memory(impl: str, length: int) -> dict:
@@ -169,7 +189,9 @@ def train_memory(impl: str, length: int) -> dict:
 
 # -------------------------------------------------------------------------- HF (PyTorch)
 def hf_worker(args) -> None:
-    """Runs under the reference interpreter: prints one JSON line per measurement."""
+    """Runs under the reference interpreter: answers requests on stdin, one JSON line each,
+    {"table": "train", "length": L, "n": n} or {"table": "decode", "prompt": P, "n": n}, with
+    the n run times (s) as a JSON line; a model is built and warmed up on its first request."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -188,71 +210,103 @@ def hf_worker(args) -> None:
     )
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
-    if "train" in args.tables:
-        for length in args.lengths:
-            model = GPT2LMHeadModel(config).train()
-            opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-            tokens = torch.randint(
-                4, MODEL["vocab"], (TOKENS_PER_STEP // length, length), generator=gen
-            )
-            times = []
-            for i in range(args.steps + 2):
-                start = time.perf_counter()
-                loss = model(input_ids=tokens, labels=tokens).loss
-                loss.backward()
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-                if i >= 2:
-                    times.append(time.perf_counter() - start)
-            tps = TOKENS_PER_STEP / statistics.median(times)
-            print(json.dumps({"table": "train", "length": length, "tokens_s": tps}), flush=True)
-    if "decode" in args.tables:
+    runners = {}
+
+    def train(length):
+        model = GPT2LMHeadModel(config).train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        tokens = torch.randint(
+            4, MODEL["vocab"], (TOKENS_PER_STEP // length, length), generator=gen
+        )
+
+        def step():
+            loss = model(input_ids=tokens, labels=tokens).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        return step
+
+    def decode(prompt_len):
         model = GPT2LMHeadModel(config).eval()
-        for prompt_len in args.prompts:
-            prompt = torch.randint(4, MODEL["vocab"], (1, prompt_len), generator=gen)
-            best = float("inf")
+        prompt = torch.randint(4, MODEL["vocab"], (1, prompt_len), generator=gen)
+
+        def run():
             with torch.no_grad():
-                for i in range(args.repeats + 1):
-                    start = time.perf_counter()
-                    model.generate(
-                        prompt,
-                        attention_mask=torch.ones_like(prompt),
-                        max_new_tokens=NEW_TOKENS,
-                        min_new_tokens=NEW_TOKENS,
-                        do_sample=False,
-                        pad_token_id=0,
-                    )
-                    if i:
-                        best = min(best, time.perf_counter() - start)
-            row = {"table": "decode", "prompt": prompt_len, "tokens_s": NEW_TOKENS / best}
-            print(json.dumps(row), flush=True)
+                model.generate(
+                    prompt,
+                    attention_mask=torch.ones_like(prompt),
+                    max_new_tokens=NEW_TOKENS,
+                    min_new_tokens=NEW_TOKENS,
+                    do_sample=False,
+                    pad_token_id=0,
+                )
+
+        return run
+
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        request = json.loads(line)
+        key = (request["table"], request.get("length", request.get("prompt")))
+        if key not in runners:
+            runners[key] = (train if key[0] == "train" else decode)(key[1])
+            for _ in range(2 if key[0] == "train" else 1):
+                runners[key]()  # warm-up
+        times = []
+        for _ in range(request["n"]):
+            start = time.perf_counter()
+            runners[key]()
+            times.append(time.perf_counter() - start)
+        print(json.dumps(times), flush=True)
 
 
-def hf_results(args) -> dict:
-    """{("train", length) | ("decode", prompt): tokens/s} from the reference interpreter."""
-    cmd = [
-        args.hf_python,
-        os.path.abspath(__file__),
-        "--hf-worker",
-        "--tables",
-        *[t for t in args.tables if t != "memory"],
-        "--lengths",
-        *map(str, args.lengths),
-        "--prompts",
-        *map(str, args.prompts),
-        "--steps",
-        str(args.steps),
-        "--repeats",
-        str(args.repeats),
-    ]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if done.returncode:
-        sys.exit(f"HF worker failed ({args.hf_python}):\n{done.stderr[-3000:]}")
-    out = {}
-    for line in done.stdout.splitlines():
-        row = json.loads(line)
-        out[(row["table"], row.get("length", row.get("prompt")))] = row["tokens_s"]
-    return out
+class HFWorker:
+    """The HF side as a subprocess of the reference interpreter (torch is imported only
+    there), asked for its timed runs between ours."""
+
+    def __init__(self, python: str):
+        self.proc = subprocess.Popen(
+            [python, os.path.abspath(__file__), "--hf-worker"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        if not self.proc.stdout.readline():
+            sys.exit(f"HF worker failed to start ({python})")
+
+    def times(self, **request) -> list[float]:
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            sys.exit("HF worker failed")
+        return json.loads(line)
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def _calibrate(n: int = 3_000_000) -> float:
+    """Seconds of a fixed pure-Python loop: the machine's speed at this moment."""
+    start, x = time.perf_counter(), 0
+    for i in range(n):
+        x += i * i
+    return time.perf_counter() - start
+
+
+def interleaved(runners: dict, hf_runner, rounds: int, per_round: int) -> tuple[dict, list]:
+    """{name: median time (s)} of each runner (a function of n returning n times) and of HF's
+    (None: no HF column), their timed runs alternating round by round (the order reversed
+    every other round); and the calibration loop's time before each round."""
+    sides = dict(runners)
+    if hf_runner is not None:
+        sides["HF"] = hf_runner
+    times = {name: [] for name in sides}
+    calibration = []
+    for r in range(rounds):
+        calibration.append(_calibrate())
+        for name in list(sides)[:: 1 if r % 2 == 0 else -1]:
+            times[name] += sides[name](per_round)
+    return {name: statistics.median(t) for name, t in times.items()}, calibration
 
 
 # ---------------------------------------------------------------------------------- main
@@ -264,8 +318,9 @@ def main() -> None:
     p.add_argument("--prompts", nargs="+", type=int, default=list(PROMPTS))
     p.add_argument("--memory-lengths", nargs="+", type=int, default=list(MEMORY_LENGTHS))
     p.add_argument("--memory-impls", nargs="+", default=["einsum", "blockwise"])
-    p.add_argument("--steps", type=int, default=5, help="timed train steps (median)")
-    p.add_argument("--repeats", type=int, default=3, help="timed decode runs (best)")
+    p.add_argument("--steps", type=int, default=6, help="timed train steps per column (median)")
+    p.add_argument("--repeats", type=int, default=3, help="timed decode runs per column (median)")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds per row")
     p.add_argument("--hf", action="store_true", help="also run HF PyTorch (reference extra)")
     p.add_argument("--hf-python", default="/work/refvenv/bin/python")
     p.add_argument("--hf-worker", action="store_true", help=argparse.SUPPRESS)
@@ -273,11 +328,11 @@ def main() -> None:
     args = p.parse_args()
     if args.quick:
         args.lengths, args.prompts, args.memory_lengths = [128, 256], [16], [1024]
-        args.steps, args.repeats = 1, 1
+        args.steps, args.repeats, args.rounds = 1, 1, 1
     if args.hf_worker:
         hf_worker(args)
         return
-    hf = hf_results(args) if args.hf and ({"train", "decode"} & set(args.tables)) else {}
+    hf = HFWorker(args.hf_python) if args.hf and ({"train", "decode"} & set(args.tables)) else None
 
     import jax
 
@@ -288,16 +343,27 @@ def main() -> None:
     )
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     print(f"load average at start (1/5/15 min): {load}")
+    print(f"timed runs alternate between the columns, {args.rounds} rounds per row")
     impls = args.impls
     hf_col = " HF PyTorch |" if hf else ""
+    spreads = []
     if "train" in args.tables:
         print(f"\n| train, {TOKENS_PER_STEP} tokens/step | " + " | ".join(impls) + f" |{hf_col}")
         print("|---" * (len(impls) + 1 + bool(hf)) + "|")
         for length in args.lengths:
-            row = [f"{train_tokens_per_s(impl, length, args.steps):,.0f}" for impl in impls]
-            extra = f" {hf[('train', length)]:,.0f} |" if hf else ""
+            runners = {impl: train_runner(impl, length) for impl in impls}
+            hf_run = (
+                (lambda n, length=length: hf.times(table="train", length=length, n=n))
+                if hf
+                else None
+            )
+            med, cal = interleaved(runners, hf_run, args.rounds, max(1, args.steps // args.rounds))
+            spreads.append(max(cal) / min(cal))
+            cells = [
+                f"{TOKENS_PER_STEP / med[name]:,.0f}" for name in [*impls, *(["HF"] if hf else [])]
+            ]
             batch = TOKENS_PER_STEP // length
-            print(f"| {length} (batch {batch}) | " + " | ".join(row) + f" |{extra}", flush=True)
+            print(f"| {length} (batch {batch}) | " + " | ".join(cells) + " |", flush=True)
     if "decode" in args.tables:
         print(
             f"\n| greedy decode, b=1, {NEW_TOKENS} new tokens incl. prefill | "
@@ -306,9 +372,20 @@ def main() -> None:
         )
         print("|---" * (len(impls) + 1 + bool(hf)) + "|")
         for prompt_len in args.prompts:
-            row = [f"{decode_tokens_per_s(impl, prompt_len, args.repeats):,.0f}" for impl in impls]
-            extra = f" {hf[('decode', prompt_len)]:,.0f} |" if hf else ""
-            print(f"| {prompt_len}-token prompt | " + " | ".join(row) + f" |{extra}", flush=True)
+            runners = {impl: decode_runner(impl, prompt_len) for impl in impls}
+            hf_run = (
+                (lambda n, p=prompt_len: hf.times(table="decode", prompt=p, n=n)) if hf else None
+            )
+            med, cal = interleaved(
+                runners, hf_run, args.rounds, max(1, args.repeats // args.rounds)
+            )
+            spreads.append(max(cal) / min(cal))
+            cells = [f"{NEW_TOKENS / med[name]:,.0f}" for name in [*impls, *(["HF"] if hf else [])]]
+            print(f"| {prompt_len}-token prompt | " + " | ".join(cells) + " |", flush=True)
+    if hf:
+        hf.close()
+    if spreads:
+        print(f"\ncalibration loop, max/min within a row: {', '.join(f'{x:.2f}' for x in spreads)}")
     if "memory" in args.tables:
         print(
             "\n| train step, gpt2-small width, batch 1 | impl | peak GiB | temporaries GiB | "
