@@ -41,7 +41,8 @@ threading.Thread(target=lambda: (time.sleep(0.2), print("thread joined", flush=T
 print(json.dumps({"pid": os.getpid(), "ppid": os.getppid(), "cwd": os.getcwd(),
                   "argv": sys.argv, "test": os.environ.get("PYTEST_CURRENT_TEST"),
                   "path0": sys.path[0], "name": __name__, "random": random.random(),
-                  "np": float(np.random.random()), "backends": len(xla_bridge._backends)}))
+                  "np": float(np.random.random()), "backends": len(xla_bridge._backends)}),
+      flush=True)  # a killed run keeps what it flushed
 print("to stderr", file=sys.stderr)
 if sys.argv[1] == "kill":
     os.kill(os.getpid(), 9)
