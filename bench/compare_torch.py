@@ -39,6 +39,8 @@ import subprocess
 import sys
 import time
 
+from _timing import calibrate  # bench/_timing.py (this script's directory is on sys.path)
+
 # name: (layers, d_model, heads, vocab, train batch, train length)
 CONFIGS = {
     "tiny": (4, 256, 4, 8192, 8, 256),
@@ -57,14 +59,6 @@ def _serve(works: dict, versions: dict) -> None:
         start = time.perf_counter()
         work()
         print(time.perf_counter() - start, flush=True)
-
-
-def _calibrate(n: int = 3_000_000) -> float:
-    """Seconds of a fixed pure-Python loop: the machine's speed at this moment."""
-    start, x = time.perf_counter(), 0
-    for i in range(n):
-        x += i * i
-    return time.perf_counter() - start
 
 
 # ----------------------------------------------------------------------------- PyTorch half
@@ -250,7 +244,7 @@ def main() -> None:
     times = {("ours", r[1]): [] for r in rows} | {("hf", r[2]): [] for r in rows}
     calibration = []
     for round_ in range(args.repeats):
-        calibration.append(_calibrate())
+        calibration.append(calibrate())
         sides = [("ours", ours), ("hf", theirs)][:: 1 if round_ % 2 == 0 else -1]
         for _, mine, hf, _ in rows:
             for side, worker in sides:

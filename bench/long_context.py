@@ -39,6 +39,8 @@ import subprocess
 import sys
 import time
 
+from _timing import calibrate  # bench/_timing.py (this script's directory is on sys.path)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOKENS_PER_STEP = 4096
 TRAIN_LENGTHS = (128, 512, 1024, 2048)
@@ -285,14 +287,6 @@ class HFWorker:
         self.proc.wait()
 
 
-def _calibrate(n: int = 3_000_000) -> float:
-    """Seconds of a fixed pure-Python loop: the machine's speed at this moment."""
-    start, x = time.perf_counter(), 0
-    for i in range(n):
-        x += i * i
-    return time.perf_counter() - start
-
-
 def interleaved(runners: dict, hf_runner, rounds: int, per_round: int) -> tuple[dict, list]:
     """{name: median time (s)} of each runner (a function of n returning n times) and of HF's
     (None: no HF column), their timed runs alternating round by round (the order reversed
@@ -303,7 +297,7 @@ def interleaved(runners: dict, hf_runner, rounds: int, per_round: int) -> tuple[
     times = {name: [] for name in sides}
     calibration = []
     for r in range(rounds):
-        calibration.append(_calibrate())
+        calibration.append(calibrate())
         for name in list(sides)[:: 1 if r % 2 == 0 else -1]:
             times[name] += sides[name](per_round)
     return {name: statistics.median(t) for name, t in times.items()}, calibration

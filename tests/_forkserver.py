@@ -46,8 +46,6 @@ ENABLED = os.environ.get("TRANSFORMER_JAX_TEST_FORKSERVER", "1") != "0"
 # What train.py (and the fault runner) import before their first step; nothing of it starts a
 # thread or a JAX backend at import.
 PRELOAD = (
-    "numpy",
-    "jax",
     "jax.numpy",
     "flax.linen",
     "optax",
@@ -55,8 +53,6 @@ PRELOAD = (
     "tensorflow_datasets",
     "ml_collections.config_flags",
     "absl.app",
-    "absl.flags",
-    "transformer_jax.train",
     "transformer_jax.train.loop",
     "transformer_jax.train.run_config",
     "transformer_jax.data",
@@ -227,6 +223,7 @@ class Child:
         server = _server(env, cwd)
         server.ready()
         self.args = argv  # [sys.executable, SCRIPT, ARGS...]
+        self.pid: int | None = None  # until the waiter has forked the run
         self.returncode: int | None = None
         self._stdout, self._stderr = server.new_output_paths()
         self._buffer = b""

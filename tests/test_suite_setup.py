@@ -38,7 +38,7 @@ import numpy as np
 from jax._src import xla_bridge
 atexit.register(lambda: print("atexit ran", flush=True))
 threading.Thread(target=lambda: (time.sleep(0.2), print("thread joined", flush=True))).start()
-print(json.dumps({"pid": os.getpid(), "ppid": os.getppid(), "cwd": os.getcwd(),
+print(json.dumps({"pid": os.getpid(), "cwd": os.getcwd(),
                   "argv": sys.argv, "test": os.environ.get("PYTEST_CURRENT_TEST"),
                   "path0": sys.path[0], "name": __name__, "random": random.random(),
                   "np": float(np.random.random()), "backends": len(xla_bridge._backends)}),
@@ -69,14 +69,13 @@ def test_fork_server_runs_each_script_as_its_own_process(tmp_path):
         pytest.skip("TRANSFORMER_JAX_TEST_FORKSERVER=0: every run is a fresh interpreter")
     script = tmp_path / "probe.py"
     script.write_text(_PROBE)
-    cwd = str(tmp_path)
     runs = {mode: forkserver.run([sys.executable, str(script), mode], U.env(), U.ROOT, 60)
             for mode in ("0", "3", "kill", "raise")}  # fmt: skip
     assert {m: r.returncode for m, r in runs.items()} == {"0": 0, "3": 3, "kill": -9, "raise": 1}
     probes = {m: json.loads(r.stdout.splitlines()[0]) for m, r in runs.items()}
     for mode, probe in probes.items():
         assert probe["argv"] == [str(script), mode] and probe["name"] == "__main__"
-        assert probe["cwd"] == U.ROOT and probe["path0"] == cwd
+        assert probe["cwd"] == U.ROOT and probe["path0"] == str(tmp_path)  # the script's dir
         assert probe["test"] == os.environ["PYTEST_CURRENT_TEST"]
         assert probe["backends"] == 0
         assert runs[mode].stderr.startswith("to stderr\n")
