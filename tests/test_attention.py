@@ -352,6 +352,49 @@ def test_mha_incremental_cache_equals_full_causal_attention(ref):
     assert not np.asarray(cache.v[:, :, T:]).any()
 
 
+@pytest.mark.parametrize("num_kv", [6, 2])
+def test_attend_step_equals_attention_over_the_written_cache(ref, num_kv):
+    """A decode step attends from the old cache plus the new key/value (attend_step): the
+    float64 reference over the cache with the new key/value written in, for every row's own
+    slot, a ragged mask, a score bias, and a row that sees no key (uniform weights over the
+    written slots, as `attend` gives)."""
+    rng = np.random.default_rng(7)
+    q = rng.standard_normal((B, 1, N, H)).astype(np.float32)  # [B, 1, N, H]
+    old_k, old_v, new_k, new_v = (
+        rng.standard_normal(shape).astype(np.float32)
+        for shape in [(B, num_kv, S, H)] * 2 + [(B, num_kv, 1, H)] * 2
+    )  # [B, K, S, H] x2, [B, K, 1, H] x2
+    slot = np.array([4, 0, 2])  # [B]
+    bias = rng.standard_normal((1, N, 1, S)).astype(np.float32)
+    mask = np.ones((B, 1, 1, S), bool)
+    mask[0, ..., 1:3] = False  # row 0: some slots hidden, its own slot visible
+    mask[2] = False  # row 2: no key at all
+    got = A.attend_step(
+        jnp.asarray(q),
+        A.KVCache(k=jnp.asarray(old_k), v=jnp.asarray(old_v)),
+        A.KVCache(k=jnp.asarray(new_k), v=jnp.asarray(new_v)),
+        jnp.asarray(slot),
+        jnp.asarray(mask),
+        bias=jnp.asarray(bias),
+    )
+    k, v = old_k.astype(np.float64), old_v.astype(np.float64)
+    for b, i in enumerate(slot):
+        k[b, :, i], v[b, :, i] = new_k[b, :, 0], new_v[b, :, 0]
+    k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, S, K, H]
+    want = ref.attention(q.astype(np.float64), k, v, mask[:, :, :, :], bias=bias)
+    assert got.shape == (B, 1, N, H)
+    np.testing.assert_allclose(np.asarray(got[:2]), want[:2], rtol=1e-5, atol=1e-5)
+    groups = N // num_kv
+    mean_v = np.repeat(v[2].mean(0), groups, axis=0)  # [N, H]: row 2 averages its S slots
+    np.testing.assert_allclose(np.asarray(got[2, 0]), mean_v, rtol=1e-5, atol=1e-5)
+    # The einsum path over the written cache gives the same (what MultiHeadAttention did).
+    written = A.KVCache(k=jnp.asarray(old_k), v=jnp.asarray(old_v)).write(
+        A.KVCache(k=jnp.asarray(new_k), v=jnp.asarray(new_v)), jnp.asarray(slot)
+    )
+    same = A.attend(jnp.asarray(q), written.k, written.v, jnp.asarray(mask), bias=bias)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(same), rtol=1e-5, atol=1e-6)
+
+
 def test_mha_cache_without_index_raises(ref):
     cfg = _config()
     x = jnp.zeros((B, 1, D))

@@ -138,6 +138,62 @@ def attend(
     return out.reshape(batch, q_len, num_heads, head_dim)  # [B, T, N, H]
 
 
+def attend_step(
+    q: jax.Array,  # [B, 1, N, H]
+    cache: KVCache,  # [B, K, S, H] before this step's write
+    new: KVCache,  # [B, K, 1, H] this step's key and value
+    slot: jax.Array,  # [B] int: the slot `new` is written to
+    mask: jax.Array | None = None,  # [B or 1, 1, 1, S] bool, over the written cache
+    *,
+    scale: float | None = None,
+    bias: jax.Array | None = None,  # [B or 1, N, 1, S] float
+) -> jax.Array:
+    """`attend` of one new query over the cache with `new` written at `slot`, computed from
+    the cache as it was before the write and `new` apart.
+
+    Equal to `attend(q, *cache.write(new, slot), mask, ...)` for every mask and bias: the
+    scores of every slot but `slot` come from the old cache, the score of `slot` from the new
+    key, and one softmax runs over both. What it saves is XLA's: in a decode loop, attention
+    that reads the just-written cache makes XLA:CPU copy each carried cache two to four
+    times per step (the written cache feeds both the loop's output and the dots), which is
+    most of a step at long caches; reading the old cache leaves the write as the cache's
+    only use, done in place (with region-based copy insertion, sampling/generate.py).
+    Returns [B, 1, N, H].
+    """
+    batch, q_len, num_heads, head_dim = q.shape
+    num_kv, s_len = cache.k.shape[1], cache.k.shape[2]
+    if q_len != 1:
+        raise ValueError(f"attend_step takes one new query per row, got {q_len}.")
+    if num_heads % num_kv:
+        raise ValueError(f"{num_heads} query heads cannot share {num_kv} key/value heads.")
+    groups = num_heads // num_kv
+    slot = jnp.clip(slot.astype(jnp.int32), 0, s_len - 1)  # where the write lands (clamped)
+    q = q.reshape(batch, 1, num_kv, groups, head_dim)  # [B, 1, K, G, H]
+    scale = head_dim**-0.5 if scale is None else scale
+    if scale != 1.0:
+        q = q * jnp.asarray(scale, q.dtype)
+    old = jnp.einsum("btkgh,bksh->bkgts", q, cache.k, preferred_element_type=jnp.float32)
+    cur = jnp.einsum("btkgh,bksh->bkgts", q, new.k, preferred_element_type=jnp.float32)
+    # old: [B, K, G, 1, S], cur: [B, K, G, 1, 1]. The written cache's scores: the new key's
+    # at `slot`, the old keys' elsewhere; from here on exactly `attend`'s softmax.
+    written = (jnp.arange(s_len) == slot[:, None])[:, None, None, None, :]  # [B, 1, 1, 1, S]
+    logits = jnp.where(written, cur, old)  # [B, K, G, 1, S]
+    if bias is not None:
+        bias = bias.astype(jnp.float32)
+        logits = logits + bias.reshape(bias.shape[0], num_kv, groups, 1, s_len)
+    if mask is not None:
+        logits = jnp.where(mask[:, :, None], logits, NEG_INF)  # mask -> [B, 1, 1, 1, S]
+    weights = jax.nn.softmax(logits, axis=-1)  # [B, K, G, 1, S]
+    # Weights x values of the written cache: the old values with `slot` left out, plus the
+    # new value at `slot`'s weight.
+    on_slot = jnp.sum(jnp.where(written, weights, 0.0), axis=-1, keepdims=True)  # [B, K, G, 1, 1]
+    weights = jnp.where(written, 0.0, weights).astype(cache.v.dtype)
+    out = jnp.einsum("bkgts,bksh->bkgth", weights, cache.v, preferred_element_type=jnp.float32)
+    out = out + on_slot * new.v[:, :, None].astype(jnp.float32)  # [B, K, G, 1, H]
+    out = out.astype(cache.v.dtype).transpose(0, 3, 1, 2, 4)  # [B, 1, K, G, H]
+    return out.reshape(batch, 1, num_heads, head_dim)  # [B, 1, N, H]
+
+
 # ------------------------------------------------------------------- blockwise attention
 # Rabe & Staats 2021 ("Self-attention does not need O(n^2) memory") / FlashAttention: queries
 # in blocks of `q_block`, keys in blocks of `k_block`, a running max and sum per query row, so
@@ -647,12 +703,23 @@ class MultiHeadAttention(nn.Module):
         q = self.query(x)  # [B, T, N, H]
         if encoding is not None:
             q = encoding.rotate(q)
+        sow = self._sow_weights if self.is_mutable_collection("intermediates") else None
+        bias = None if encoding is None else encoding.bias
         if kv is None:
             kv = self.project_kv(x, encoding)  # [B, K, T, H]
             if cache is not None:
                 if cache_index is None:
                     raise ValueError("A KV cache needs cache_index (first slot to write).")
-                kv = cache.write(kv, cache_index)  # [B, K, S, H]
+                new, kv = kv, cache.write(kv, cache_index)  # [B, K, S, H]
+                live_dropout = self.dropout.rate > 0.0 and not deterministic
+                one_step = x.shape[1] == 1 and sow is None and not live_dropout
+                if one_step and resolve_impl(self.config.impl, 1, cache.length) == "einsum":
+                    # A decode step: attend from the old cache and the new key/value (the
+                    # same result; no cache copies in the sampler's loop, see attend_step).
+                    out = attend_step(
+                        q, cache, new, cache_index, mask, scale=self.config.scale, bias=bias
+                    )  # [B, 1, N, H]
+                    return self.out(out), kv
         out = attention(
             q,
             kv.k,
@@ -660,10 +727,10 @@ class MultiHeadAttention(nn.Module):
             mask,
             impl=self.config.impl,
             scale=self.config.scale,
-            bias=None if encoding is None else encoding.bias,
+            bias=bias,
             dropout=self.dropout,
             deterministic=deterministic,
-            sow=self._sow_weights if self.is_mutable_collection("intermediates") else None,
+            sow=sow,
         )  # [B, T, N, H]
         return self.out(out), kv
 

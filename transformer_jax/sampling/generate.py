@@ -136,7 +136,36 @@ def _model_fns(
     return blocked_prefill, blocked_step
 
 
-@functools.partial(jax.jit, static_argnames=("config", "max_new_tokens", "eos_id", "pad_id"))
+# Region-based copy insertion (an XLA:CPU option, off by default there): with it, XLA:CPU
+# writes each KV cache carried by the decode loop in place instead of copying it two to four
+# times per step (measured in BENCHMARKS.md, issues 12 and 19). Only the sampler's programs
+# get it, only on CPUs, and only where the installed XLA knows the option.
+_CPU_LOOP_OPTIONS = {"xla_cpu_copy_insertion_use_region_analysis": True}
+
+
+@functools.cache
+def _loop_compiler_options() -> tuple[tuple[str, Any], ...]:
+    """The compiler options of the sampler's programs on this backend (see above)."""
+    if jax.default_backend() != "cpu":
+        return ()
+    try:
+        jax.jit(lambda x: x + 1, compiler_options=_CPU_LOOP_OPTIONS).lower(np.int32(0)).compile()
+    except Exception:  # an XLA without the option: the default copy insertion
+        return ()
+    return tuple(_CPU_LOOP_OPTIONS.items())
+
+
+@functools.cache
+def _jitted(fn, static_argnames: tuple[str, ...], options: tuple[tuple[str, Any], ...]):
+    return jax.jit(fn, static_argnames=static_argnames, compiler_options=dict(options) or None)
+
+
+def _compiled(fn, *static_argnames: str):
+    """`fn` under jax.jit with the sampler's compiler options; one jit object per function,
+    so its compiled programs are cached across calls."""
+    return _jitted(fn, static_argnames, _loop_compiler_options())
+
+
 def _generate_jit(
     params, prompts, lengths, src, rng, settings, *, config, max_new_tokens, eos_id, pad_id
 ):
@@ -159,12 +188,6 @@ def _generate_jit(
     return state.tokens, state.lengths, state.step
 
 
-@functools.partial(
-    jax.jit,
-    static_argnames=(
-        "config", "beam_size", "max_new_tokens", "eos_id", "pad_id", "vocab_limit", "suppress"
-    ),
-)  # fmt: skip
 def _beam_jit(
     params,
     prompts,
@@ -292,7 +315,8 @@ def generate(
     prompt_block, prompt_lengths, src, pad = _prepare(
         config, prompts, lengths, max_new_tokens=max_new_tokens, bos_id=bos_id, eos_id=eos_id
     )
-    tokens, out_lengths, _ = _generate_jit(
+    run = _compiled(_generate_jit, "config", "max_new_tokens", "eos_id", "pad_id")
+    tokens, out_lengths, _ = run(
         cast_weights(params, weights_dtype),
         prompt_block,
         prompt_lengths,
@@ -341,7 +365,11 @@ def beam_search(
     prompt_block, prompt_lengths, src, pad = _prepare(
         config, prompts, lengths, max_new_tokens=max_new_tokens, bos_id=bos_id, eos_id=eos_id
     )
-    tokens, out_lengths, scores, _ = _beam_jit(
+    run = _compiled(
+        _beam_jit,
+        "config", "beam_size", "max_new_tokens", "eos_id", "pad_id", "vocab_limit", "suppress",
+    )  # fmt: skip
+    tokens, out_lengths, scores, _ = run(
         cast_weights(params, weights_dtype),
         prompt_block,
         prompt_lengths,
