@@ -2,6 +2,7 @@
 recompiles."""
 
 import functools
+import importlib
 
 import jax
 import jax.numpy as jnp
@@ -372,3 +373,13 @@ def test_bfloat16_weights_decode_the_rounded_model(gpt_params):
     assert not np.array_equal(got, want)  # the weights did change
     with pytest.raises(ValueError, match="weights_dtype='float16'"):
         greedy(params=gpt_params, weights_dtype="float16")
+
+
+def test_sampler_programs_use_region_based_copy_insertion_on_cpu():
+    """On CPUs the sampler's programs compile with XLA:CPU's region-based copy insertion (the
+    carried KV caches written in place; BENCHMARKS.md, issue 12). The probe that checks the
+    installed XLA knows the option must succeed with the pinned jax: an empty answer here
+    would silently drop the option."""
+    module = importlib.import_module("transformer_jax.sampling.generate")
+    assert jax.default_backend() == "cpu"
+    assert dict(module._loop_compiler_options()) == module._CPU_LOOP_OPTIONS
