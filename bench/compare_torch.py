@@ -20,7 +20,10 @@ Work (GPT-2-style models, float32, dropout off, random weights, synthetic tokens
     metrics, as train.py runs it, with the plain and the chunked loss; HF: GPT2LMHeadModel
     forward with labels, backward, torch.optim.AdamW step) on B x T tokens;
   * decode: greedy b=1, 16-token prompt, N new tokens (ours: sampling.generate, float32 and
-    bfloat16 weights; HF: model.generate(do_sample=False, min_new_tokens=N)).
+    bfloat16 weights; HF: model.generate(do_sample=False, min_new_tokens=N));
+  * the memory-bandwidth bound of gpt2-small's b=1 decode: the PyTorch worker times one
+    torch.mv over a float32 matrix of the model's weight bytes (without the position table,
+    of which a token reads one row), once per round; bound tok/s = 1 / its median time.
 tok/s = tokens / median time over the --repeats timed runs (and the best, in brackets);
 ratio = ours / HF on the medians. Both sides use --threads threads (torch.set_num_threads;
 XLA's CPU client uses every core it is given: run under `taskset` to pin both to the same
@@ -118,7 +121,27 @@ def _torch_config(torch, transformers, name: str, args) -> dict:
 
     train()  # warm-up
     decode()
-    return {f"{name}/train": train, f"{name}/decode": decode}
+    works = {f"{name}/train": train, f"{name}/decode": decode}
+    if name != "tiny":  # (the tiny model's 16 MiB sit in the L2/L3 caches: no memory bound)
+        works[f"{name}/read"] = _read_work(torch, model, d)
+    return works
+
+
+def _read_work(torch, model, d: int):
+    """One read of the bytes a b=1 decode step must read: a float32 matrix-vector product
+    (torch's multithreaded GEMV, the fastest read on this machine: BENCHMARKS.md) over a
+    matrix of the model's weight bytes, less the position table (one row of it is read per
+    token). Its time is the memory-bandwidth bound of one token: bound tok/s = 1 / time."""
+    weights = sum(p.numel() for p in model.parameters())
+    weights -= model.transformer.wpe.weight.numel()
+    matrix = torch.randn(weights // d, d)
+    x = torch.randn(d)
+
+    def read():
+        torch.mv(matrix, x)
+
+    read()
+    return read
 
 
 # --------------------------------------------------------------------------------- JAX half
@@ -242,9 +265,12 @@ def main() -> None:
         )
     ]  # fmt: skip
     times = {("ours", r[1]): [] for r in rows} | {("hf", r[2]): [] for r in rows}
+    reads = {name: [] for name in args.configs if f"{name}/read" in theirs.works}
     calibration = []
     for round_ in range(args.repeats):
         calibration.append(calibrate())
+        for name, got in reads.items():
+            got.append(theirs.time(f"{name}/read"))
         sides = [("ours", ours), ("hf", theirs)][:: 1 if round_ % 2 == 0 else -1]
         for _, mine, hf, _ in rows:
             for side, worker in sides:
@@ -266,6 +292,12 @@ def main() -> None:
         ra, rb = size / statistics.median(a), size / statistics.median(b)
         cells = [f"{r:9.1f} [{size / min(t):6.1f}]" for r, t in ((ra, a), (rb, b))]
         print(f"{mine.split('/')[0]:12s} {work:28s} {cells[0]} {cells[1]} {ra / rb:5.2f}x")
+    for name, got in reads.items():  # the b=1 decode's memory-bandwidth bound
+        bound = 1.0 / statistics.median(got)
+        ours_tps = args.new_tokens / statistics.median(times[("ours", f"{name}/decode")])
+        print(f"{name}: reading its weights once (torch.mv over a matrix of their bytes) takes "
+              f"{1e3 / bound:.1f} ms: bound {bound:.1f} tok/s at b=1; greedy decode at "
+              f"{ours_tps:.1f} tok/s = {ours_tps / bound:.0%} of it")  # fmt: skip
 
 
 if __name__ == "__main__":
